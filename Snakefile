@@ -1,0 +1,20 @@
+# The one pipeline: config -> runs -> per-run metrics -> aggregate -> figures and tables.
+# Rules call the `hiso` command line; the science lives in the package.
+#
+#   snakemake reproduce-all --cores 2                    # the CPU tier
+#   snakemake reproduce-all --cores 2 --config tier=paper  (the GPU grid, where defined)
+
+configfile: "configs/pipeline.yaml"
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/quadratic.smk"
+
+
+rule reproduce_all:
+    """Regenerate every figure and table of the selected tier; writes a manifest of them."""
+    input:
+        ALL_OUTPUTS,
+    output:
+        "reproduce-all",
+    shell:
+        "{HISO} manifest {input} --out {output}"

@@ -1,0 +1,69 @@
+"""Command line: ``hiso run CONFIG.yaml --out DIR [--set key=value ...]``.
+
+Exit status: 0 done (including a run that diverged: that is a result), 1 crashed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hiso", description="Scalar-only federated zeroth-order optimisation.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run one experiment from a YAML config",
+                       description="Run one experiment. Re-running on the same --out resumes a killed "
+                                   "run, does nothing for a finished one, and refuses another config.")
+    r.add_argument("config", help="YAML config file")
+    r.add_argument("--out", required=True, help="run directory")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (dotted path, value parsed as YAML); repeatable")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    c = sub.add_parser("check", help="validate a config and print it resolved")
+    c.add_argument("config")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    from . import report
+
+    report.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"hiso: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hiso: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    from . import config
+
+    if args.command == "check":
+        resolved = config.load(args.config, args.overrides)
+        print(config.dump_yaml(resolved.to_dict()), end="")
+        return 0
+    if args.command == "run":
+        from .runner import Run
+
+        resolved = config.load(args.config, args.overrides)
+        summary = Run(resolved, Path(args.out), progress=not args.no_progress).execute()
+        print(f"{args.out}: {summary['status']} after {summary['rounds']} rounds, "
+              f"{summary['metric']} = {summary['final_metric']}", file=sys.stderr)
+        return 0 if summary["status"] in ("ok", "diverged") else 1
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Run configuration: YAML in, validated dataclasses out, resolved YAML written with the run.
+
+The resolved config (every default filled in, method- and task-specific keys validated by the
+method's and task's own dataclasses) is what identifies a run: a run directory holding another
+resolved config is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import UserError
+from .schema import build, to_dict
+
+
+@dataclass
+class FederationConfig:
+    clients: int = field(default=6, metadata={"ge": 1})
+    sampled: int = field(default=2, metadata={"ge": 1})
+    local_steps: int = field(default=1, metadata={"ge": 1})
+    rounds: int = field(default=100, metadata={"ge": 1})
+    aggregation: Literal["mean", "weighted"] = "mean"
+    mode: Literal["simulation", "faithful"] = "simulation"
+
+    def check(self, path: str) -> None:
+        if self.sampled > self.clients:
+            raise UserError(f"{path}.sampled: {self.sampled} sampled clients > {self.clients} clients")
+
+
+@dataclass
+class EvalConfig:
+    every: int = field(default=10, metadata={"ge": 1})
+    #: stop as diverged when the metric (or train loss) is non-finite or exceeds
+    #: divergence_factor times its initial value (min-mode metrics only)
+    divergence_factor: float = field(default=1e6, metadata={"gt": 1})
+
+
+@dataclass
+class RuntimeConfig:
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    forward_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    threads: int | None = field(default=None, metadata={"ge": 1})
+
+
+@dataclass
+class RunConfig:
+    method: dict
+    task: dict
+    name: str = "run"
+    seed: int = field(default=0, metadata={"ge": 0})
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+@dataclass
+class Resolved:
+    """A validated run: the top-level config plus the method's and task's own config objects."""
+
+    run: RunConfig
+    method_cls: type
+    method_cfg: Any
+    task_cls: type
+    task_cfg: Any
+
+    def to_dict(self) -> dict:
+        d = to_dict(self.run)
+        d["method"] = {"name": self.method_cls.name, **to_dict(self.method_cfg)}
+        d["task"] = {"name": self.task_cls.name, **to_dict(self.task_cfg)}
+        return d
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a nested dict."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item}: expected key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise UserError(f"--set {item}: empty key")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"{key}: {part} is not a mapping")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def resolve(data: dict) -> Resolved:
+    """Validate a raw config dict into a :class:`Resolved` run (raises UserError)."""
+    from .baselines import VECTOR_METHODS
+    from .optimizers import SCALAR_METHODS
+    from .tasks import TASKS
+
+    run = build(RunConfig, data, "")
+    methods = {**SCALAR_METHODS, **VECTOR_METHODS}
+    mdata = dict(run.method)
+    mname = mdata.pop("name", None)
+    if mname not in methods:
+        raise UserError(f"method.name: unknown method {mname!r} (known: {', '.join(sorted(methods))})")
+    mcls = methods[mname]
+    mcfg = build(mcls.Config, mdata, "method")
+    tdata = dict(run.task)
+    tname = tdata.pop("name", None)
+    if tname not in TASKS:
+        raise UserError(f"task.name: unknown task {tname!r} (known: {', '.join(sorted(TASKS))})")
+    tcls = TASKS[tname]
+    tcfg = build(tcls.Config, tdata, "task")
+    if getattr(mcls, "centralised", False):
+        # one client holding all the data
+        run.federation.clients = 1
+        run.federation.sampled = 1
+    return Resolved(run, mcls, mcfg, tcls, tcfg)
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Resolved:
+    return resolve(apply_overrides(load_yaml(path), overrides or []))
+
+
+def dump_yaml(d: dict) -> str:
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)

@@ -1,0 +1,92 @@
+"""The scalar-only optimiser interface.
+
+An optimiser fits the scalar-only framework when its update is "scalar times a seeded vector"
+and its state is a deterministic function of the broadcast seeds and scalars. It provides:
+
+* ``init_state(params)``: the state at round 0 (e.g. H = 1), identical for every party;
+* ``preconditioner(state)``: the H that shapes directions, z = H^{-1/2} u (``None`` for identity);
+* ``local_step(params, state, seeds, scalars)``: a client's own step inside a round;
+* ``round_update(params, state, seeds, scalars)``: the round's update from the *averaged*
+  scalars of all tau steps. Server, catch-up replay and resume all call this one method, so
+  they compute bit-identical parameters and state.
+
+Estimating the scalars is shared (``hiso.zo.estimate``): optimisers differ only in how they
+shape directions and how they update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+from ..directions import DirectionSampler
+from ..errors import UserError
+from ..zo import Params, combine, direction, step_coefficients
+
+
+@dataclass
+class ZOConfig:
+    """Keys shared by every scalar-only ZO method."""
+
+    lr: float = field(default=1e-3, metadata={"gt": 0})
+    mu: float = field(default=1e-3, metadata={"gt": 0})
+    perturbations: int = field(default=5, metadata={"ge": 1})
+    difference: Literal["forward", "central"] = "forward"
+    directions: Literal["gaussian", "rademacher"] = "gaussian"
+
+
+class ScalarOptimizer:
+    """Base class: ZO-SGD's update, with hooks for a preconditioner and extra state."""
+
+    name = "zo"
+    Config: type = ZOConfig
+
+    def __init__(self, cfg: ZOConfig, sampler: DirectionSampler, task=None):
+        self.cfg = cfg
+        self.sampler = sampler
+
+    # -- state -------------------------------------------------------------------------------
+    def init_state(self, params: Params) -> Params:
+        return []
+
+    def preconditioner(self, state: Params) -> Params | None:
+        return None
+
+    # -- updates -----------------------------------------------------------------------------
+    def local_step(self, params: Params, state: Params, seeds: Sequence[int], scalars: np.ndarray) -> None:
+        self._apply(params, state, [seeds], [scalars], final=False)
+
+    def round_update(self, params: Params, state: Params, seeds: Sequence[Sequence[int]],
+                     scalars: np.ndarray) -> None:
+        self._apply(params, state, seeds, scalars, final=True)
+
+    def _apply(self, params: Params, state: Params, seeds, scalars, final: bool) -> None:
+        """x -= lr * sum_k (1/P) sum_p g_kp z_kp, tensor by tensor."""
+        H = self.preconditioner(state)
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                step = self._step_direction(seeds, scalars, i, p, H)
+                p.add_(step, alpha=-self.cfg.lr)
+
+    def _step_direction(self, seeds, scalars, i: int, like: torch.Tensor, H: Params | None) -> torch.Tensor:
+        """sum_k H_i^{-1/2} sum_p (g_kp / P) u_kp,i (H fixed over the steps)."""
+        flat_seeds = [s for ks in seeds for s in ks]
+        coefs = [c for ks in scalars for c in step_coefficients(np.asarray(ks))]
+        d = combine(self.sampler, flat_seeds, coefs, i, like)
+        if H is not None:
+            d.mul_(torch.rsqrt(H[i]))
+        return d
+
+    def check_task(self, task) -> None:
+        """Raise UserError when the method cannot run on ``task``."""
+
+
+def require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise UserError(f"{key}: {msg}")
+
+
+__all__ = ["ScalarOptimizer", "ZOConfig", "direction", "require"]

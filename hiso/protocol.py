@@ -1,0 +1,257 @@
+"""The federated protocol: rounds, client sampling, seeds, aggregation, history, catch-up.
+
+It drives any optimiser through the same rounds and counts every message in the ledger:
+
+* :class:`ZOFederation` for scalar-only methods. Clients receive the round's seed plus the
+  (seed, averaged scalars) of every round they missed, catch up by replay, run tau local steps,
+  upload tau*P float32 scalars, and reset to the round-start state. Two execution modes give
+  identical results: ``simulation`` keeps O(1) model copies whatever the number of clients (a
+  sampled client's caught-up state *is* the server's state, so it is copied, not replayed), and
+  ``faithful`` gives each client its own state and last-sync round and makes it replay.
+* :class:`VectorFederation` for the full-vector baselines (FedAvg, FedAdam, FedZO).
+
+Everything random is a function of (run seed, round, ...): sampling uses a NumPy generator
+seeded per round, directions use seeded torch generators; no state is carried between rounds,
+so a resumed run sees exactly the same rounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .directions import DirectionSampler, derive
+from .ledger import Ledger
+from .messages import ScalarUpload, VectorMessage, ZODownlink
+from .zo import Params, estimate
+
+ROUND_SALT = 0x5EED
+
+
+def round_seed(run_seed: int, r: int) -> int:
+    return derive(run_seed, ROUND_SALT, r)
+
+
+def step_seeds(rseed: int, tau: int, P: int) -> list[list[int]]:
+    """Seeds s(r, k, p) of a round, derived from the broadcast round seed."""
+    return [[derive(rseed, k, p) for p in range(P)] for k in range(tau)]
+
+
+def sample_clients(run_seed: int, r: int, M: int, m: int) -> list[int]:
+    """m distinct clients out of M for round r, sorted (the aggregation order)."""
+    if m == M:
+        return list(range(M))
+    rng = np.random.default_rng([run_seed, 0xC11E, r])
+    return sorted(int(c) for c in rng.choice(M, size=m, replace=False))
+
+
+def aggregate(values: list[np.ndarray], weights: list[float] | None) -> np.ndarray:
+    """Mean (or weighted mean) over clients in float64, in client order, rounded to float32."""
+    stack = np.stack([np.asarray(v, dtype=np.float64) for v in values])
+    if weights is None:
+        avg = stack.mean(axis=0)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        avg = np.tensordot(w / w.sum(), stack, axes=1)
+    return avg.astype(np.float32)
+
+
+class History:
+    """The server's (round seed, averaged scalars) per round, with fetch-since and pruning."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[int, np.ndarray]] = {}
+        self.first = 0  # oldest round still held
+        self.next = 0   # next round to be added
+
+    def add(self, r: int, seed: int, scalars: np.ndarray) -> None:
+        if r != self.next:
+            raise ValueError(f"history: round {r} added out of order (expected {self.next})")
+        self._entries[r] = (seed, np.asarray(scalars, dtype=np.float32))
+        self.next = r + 1
+
+    def since(self, r: int) -> list[tuple[int, np.ndarray]]:
+        """Entries for rounds r, r+1, ..., next-1."""
+        if r < self.first:
+            raise ValueError(f"history: round {r} was pruned (oldest held: {self.first})")
+        return [self._entries[i] for i in range(r, self.next)]
+
+    def prune_before(self, r: int) -> None:
+        for i in range(self.first, min(r, self.next)):
+            del self._entries[i]
+        self.first = max(self.first, min(r, self.next))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class RoundResult:
+    round: int
+    clients: list[int]
+    train_loss: float
+    round_seed: int
+    scalars: np.ndarray | None = None  # averaged float32 [tau, P] for scalar-only methods
+
+
+@dataclass
+class ClientState:
+    """What a client holds in faithful mode: its own model, optimiser state and sync round."""
+
+    params: Params
+    state: Params
+    synced: int = 0  # the round whose start state the client holds
+
+
+def _clone(ts: Params) -> Params:
+    return [t.detach().clone() for t in ts]
+
+
+def _copy_into(dst: Params, src: Params) -> None:
+    with torch.no_grad():
+        for d, s in zip(dst, src):
+            d.copy_(s)
+
+
+class ZOFederation:
+    def __init__(self, task, optimizer, fed, run_seed: int, ledger: Ledger | None = None):
+        self.task, self.opt, self.fed, self.seed = task, optimizer, fed, run_seed
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.params: Params = task.init_params()
+        self.state: Params = optimizer.init_state(self.params)
+        self.history = History()
+        self.last_sync: dict[int, int] = {}
+        self.clients: dict[int, ClientState] = {}
+        self._work: tuple[Params, Params] | None = None
+        self.tau, self.P = fed.local_steps, optimizer.cfg.perturbations
+
+    # -- the round ---------------------------------------------------------------------------
+    def run_round(self, r: int) -> RoundResult:
+        clients = sample_clients(self.seed, r, self.fed.clients, self.fed.sampled)
+        rseed = round_seed(self.seed, r)
+        seeds = step_seeds(rseed, self.tau, self.P)
+        uploads, losses = [], []
+        for c in clients:
+            down = self._downlink(c, r, rseed)
+            self.ledger.record(r, c, "down", "zo_round", down)
+            params, state, reset = self._client_start(c, down)
+            scalars, loss = self._local_round(params, state, c, r, seeds)
+            if reset is not None:
+                _copy_into(params, reset[0])
+                _copy_into(state, reset[1])
+            up = ScalarUpload(r, c, scalars).encode()
+            self.ledger.record(r, c, "up", "zo_scalars", up)
+            uploads.append(ScalarUpload.decode(up).scalars)
+            losses.append(loss)
+            self.last_sync[c] = r
+        weights = [self.task.client_weight(c) for c in clients] if self.fed.aggregation == "weighted" else None
+        avg = aggregate(uploads, weights)
+        self._server_apply(r, rseed, avg)
+        return RoundResult(r, clients, float(np.mean(losses)), rseed, avg)
+
+    def _server_apply(self, r: int, rseed: int, avg: np.ndarray) -> None:
+        self.opt.round_update(self.params, self.state, step_seeds(rseed, self.tau, self.P), avg)
+        self.history.add(r, rseed, avg)
+        self._prune()
+
+    def _prune(self) -> None:
+        # History older than the least recently synchronised client is never asked for again.
+        if len(self.last_sync) < self.fed.clients:
+            return
+        self.history.prune_before(min(self.last_sync.values()))
+
+    def _downlink(self, c: int, r: int, rseed: int) -> bytes:
+        first = self.last_sync.get(c, 0)
+        return ZODownlink(r, rseed, first, self.history.since(first)).encode()
+
+    def _client_start(self, c: int, down: bytes):
+        """The client's state at the start of round r, and what to reset it to afterwards."""
+        if self.fed.mode == "simulation":
+            if self._work is None:
+                self._work = (_clone(self.params), _clone(self.state))
+            params, state = self._work
+            _copy_into(params, self.params)
+            _copy_into(state, self.state)
+            return params, state, None  # the work copy is overwritten by the next client
+        msg = ZODownlink.decode(down, self.tau, self.P)
+        cs = self.clients.get(c)
+        if cs is None:
+            fresh = self.task.init_params()
+            cs = self.clients[c] = ClientState(fresh, self.opt.init_state(fresh), 0)
+        if msg.first_missed != cs.synced:
+            raise RuntimeError(f"client {c}: holds round {cs.synced}, catch-up starts at {msg.first_missed}")
+        catch_up(self.opt, cs.params, cs.state, msg.missed, self.tau, self.P)
+        cs.synced = msg.round
+        return cs.params, cs.state, (_clone(cs.params), _clone(cs.state))
+
+    def _local_round(self, params: Params, state: Params, c: int, r: int, seeds) -> tuple[np.ndarray, float]:
+        cfg = self.opt.cfg
+        out = np.empty((self.tau, self.P), dtype=np.float32)
+        losses = []
+        for k in range(self.tau):
+            batch = self.task.batch(c, r, k)
+            H = self.opt.preconditioner(state)
+            g, f0 = estimate(lambda pert: self.task.loss(params, batch, pert), seeds[k], cfg.mu,
+                             self.opt.sampler, H, cfg.difference)
+            out[k] = g
+            losses.append(f0)
+            if k < self.tau - 1:  # the last step would be undone by the reset: skip its sweep
+                self.opt.local_step(params, state, seeds[k], g)
+        return out, float(np.mean(losses))
+
+    # -- resume ------------------------------------------------------------------------------
+    def replay(self, r: int, rseed: int, clients: list[int], scalars: np.ndarray) -> None:
+        """Re-apply a recorded round (resume): same function as the live server."""
+        if rseed != round_seed(self.seed, r):
+            raise ValueError(f"history round {r}: seed does not match this run's seed")
+        for c in clients:
+            self.last_sync[c] = r
+        self._server_apply(r, rseed, np.asarray(scalars, dtype=np.float32).reshape(self.tau, self.P))
+
+
+def catch_up(opt, params: Params, state: Params, missed, tau: int, P: int) -> None:
+    """Replay missed rounds in order with the optimiser's one round update."""
+    for seed, scalars in missed:
+        opt.round_update(params, state, step_seeds(seed, tau, P), scalars)
+
+
+class VectorFederation:
+    """Full-vector rounds: model down, model change up, server update."""
+
+    def __init__(self, task, method, fed, run_seed: int, ledger: Ledger | None = None):
+        self.task, self.method, self.fed, self.seed = task, method, fed, run_seed
+        self.ledger = ledger if ledger is not None else Ledger()
+        self.params: Params = task.init_params()
+        self.state: Params = method.init_state(self.params)
+        self._work = _clone(self.params)
+        self._acc = [torch.zeros_like(p) for p in self.params]
+
+    def run_round(self, r: int) -> RoundResult:
+        clients = sample_clients(self.seed, r, self.fed.clients, self.fed.sampled)
+        rseed = round_seed(self.seed, r)
+        weighted = self.fed.aggregation == "weighted"
+        weights = [self.task.client_weight(c) if weighted else 1.0 for c in clients]
+        total = float(sum(weights))
+        for a in self._acc:
+            a.zero_()
+        losses = []
+        for c, w in zip(clients, weights):
+            down = VectorMessage(r, c, self.params)
+            self.ledger.record(r, c, "down", "model", down)
+            _copy_into(self._work, down.decode(self._work))
+            step_losses = [self.method.local_step(self.task, self._work, self.task.batch(c, r, k),
+                                                  derive(rseed, c, k))
+                           for k in range(self.fed.local_steps)]
+            losses.append(float(np.mean(step_losses)))
+            with torch.no_grad():
+                for wk, p in zip(self._work, self.params):
+                    wk.sub_(p)
+            up = VectorMessage(r, c, self._work)
+            self.ledger.record(r, c, "up", "model_change", up)
+            with torch.no_grad():
+                for a, d in zip(self._acc, up.decode(self._acc)):
+                    a.add_(d, alpha=w / total)
+        self.method.server_update(self.params, self.state, self._acc)
+        return RoundResult(r, clients, float(np.mean(losses)), rseed)

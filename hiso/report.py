@@ -1,0 +1,195 @@
+"""Aggregation, figures and tables: the pipeline's last steps, as subcommands of ``hiso``.
+
+``hiso aggregate RUN/summary.json ... --out metrics.csv``  long table of every evaluation
+``hiso figure convergence metrics.csv --out fig.png``   metric vs rounds and vs bytes
+``hiso table convergence metrics.csv --out t.md --csv t.csv``
+``hiso manifest FILE ... --out reproduce-all``            sha256 of every regenerated artefact
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from . import io
+from .errors import UserError
+
+
+def add_commands(sub) -> None:
+    a = sub.add_parser("aggregate", help="collect runs' metrics.jsonl into one CSV")
+    a.add_argument("summaries", nargs="+", help="summary.json files (or run directories)")
+    a.add_argument("--out", required=True)
+    a.set_defaults(handler=cmd_aggregate)
+
+    f = sub.add_parser("figure", help="draw a figure from aggregated metrics")
+    f.add_argument("kind", choices=["convergence"])
+    f.add_argument("metrics")
+    f.add_argument("--out", required=True)
+    f.set_defaults(handler=cmd_figure)
+
+    t = sub.add_parser("table", help="write a table (Markdown + CSV) from aggregated metrics")
+    t.add_argument("kind", choices=["convergence"])
+    t.add_argument("metrics")
+    t.add_argument("--out", required=True, help="Markdown file")
+    t.add_argument("--csv", required=True, help="CSV file")
+    t.add_argument("--target", type=float, default=1e-2,
+                   help="relative reduction of the metric counted as reached (default 1e-2)")
+    t.set_defaults(handler=cmd_table)
+
+    m = sub.add_parser("manifest", help="list artefacts with their sha256")
+    m.add_argument("files", nargs="+")
+    m.add_argument("--out", required=True)
+    m.set_defaults(handler=cmd_manifest)
+
+
+def _run_dir(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+def load_runs(paths) -> "pd.DataFrame":
+    """One row per evaluation of every run, with the run's identity and final status."""
+    import pandas as pd
+
+    frames = []
+    for path in paths:
+        d = _run_dir(path)
+        for name in ("config.yaml", "summary.json", "metrics.jsonl"):
+            if not (d / name).exists():
+                raise UserError(f"{d / name}: missing (not a finished run directory)")
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        summary = json.loads((d / "summary.json").read_text())
+        recs = io.read_jsonl(d / "metrics.jsonl")
+        if not recs:
+            raise UserError(f"{d / 'metrics.jsonl'}: no evaluations")
+        df = pd.DataFrame(recs)
+        df.insert(0, "run", str(d))
+        df.insert(1, "name", cfg.get("name"))
+        df.insert(2, "method", summary["method"])
+        df.insert(3, "task", summary["task"])
+        df.insert(4, "seed", summary["seed"])
+        df["status"] = summary["status"]
+        df["metric"] = summary["metric"]
+        df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def cmd_aggregate(args) -> int:
+    df = load_runs(args.summaries)
+    io.atomic_write_text(args.out, df.to_csv(index=False))
+    return 0
+
+
+def _read_metrics(path):
+    import pandas as pd
+
+    if not Path(path).exists():
+        raise UserError(f"{path}: metrics CSV not found")
+    return pd.read_csv(path)
+
+
+def cmd_figure(args) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = _read_metrics(args.metrics)
+    metric = df["metric"].iloc[0]
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, x, label in ((axes[0], "round", "rounds"), (axes[1], "bytes_total", "bytes exchanged (up + down)")):
+        sns.lineplot(df, x=x, y=metric, hue="method", estimator=np.median, errorbar=("pi", 100),
+                     ax=ax)
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{metric} (median, band: min-max over seeds)")
+    axes[1].set_xscale("log")
+    fig.tight_layout()
+    _save_fig(fig, args.out)
+    return 0
+
+
+def _save_fig(fig, out) -> None:
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format=Path(out).suffix.lstrip(".") or "png", dpi=150)
+    io.atomic_write_bytes(out, buf.getvalue())
+
+
+def convergence_table(df, target: float):
+    """Per method: final metric, reduction, rounds to reach target x initial, bytes."""
+    import pandas as pd
+
+    metric = df["metric"].iloc[0]
+    rows = []
+    for method, g in df.groupby("method", sort=True):
+        per_run = []
+        for _, r in g.groupby("run"):
+            r = r.sort_values("round")
+            init, final = r[metric].iloc[0], r[metric].iloc[-1]
+            hit = r[r[metric] <= target * init]["round"]
+            per_round = r["bytes_up"].iloc[-1] / max(int(r["round"].iloc[-1]), 1)
+            per_run.append((final, init / final if final > 0 else np.inf,
+                            hit.iloc[0] if len(hit) else np.nan, r["bytes_up"].iloc[-1],
+                            r["bytes_down"].iloc[-1], per_round, r["status"].iloc[-1]))
+        a = pd.DataFrame(per_run, columns=["final", "reduction", "rounds_to_target", "bytes_up",
+                                           "bytes_down", "bytes_up_per_round", "status"])
+        rows.append({
+            "method": method, "runs": len(a),
+            f"final_{metric}_median": float(a["final"].median()),
+            "reduction_median": float(a["reduction"].median()),
+            "reduction_min": float(a["reduction"].min()),
+            f"rounds_to_{target:g}x_median": float(a["rounds_to_target"].median()),
+            "bytes_up_median": float(a["bytes_up"].median()),
+            "bytes_down_median": float(a["bytes_down"].median()),
+            "bytes_up_per_round": float(a["bytes_up_per_round"].median()),
+            "statuses": ",".join(sorted(set(a["status"]))),
+        })
+    return pd.DataFrame(rows)
+
+
+def cmd_table(args) -> int:
+    df = _read_metrics(args.metrics)
+    table = convergence_table(df, args.target)
+    io.atomic_write_text(args.csv, table.to_csv(index=False))
+    metric = df["metric"].iloc[0]
+    md = [f"# Convergence: {', '.join(sorted(df['task'].unique()))}",
+          "",
+          f"Median over runs; reduction = initial / final {metric}; rounds to reach "
+          f"{args.target:g} x the initial {metric} (NaN: not reached). Bytes are counted from "
+          f"the encoded messages (ledger), uplink and downlink totals per run.",
+          "", _markdown(table), ""]
+    io.atomic_write_text(args.out, "\n".join(md))
+    return 0
+
+
+def _markdown(df) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return "NaN" if np.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(fmt(row[c]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def cmd_manifest(args) -> int:
+    lines = ["# Artefacts regenerated by `snakemake reproduce-all` (sha256, bytes, path)"]
+    for f in args.files:
+        p = Path(f)
+        if not p.is_file():
+            raise UserError(f"{f}: artefact missing")
+        lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.stat().st_size:>9}  {f}")
+    io.atomic_write_text(args.out, "\n".join(lines) + "\n")
+    return 0

@@ -1,0 +1,277 @@
+"""One run: config -> run directory (config.yaml, metrics.jsonl, history.jsonl, ledger.csv,
+summary.json).
+
+For scalar-only methods ``history.jsonl`` (one line per completed round: seed, sampled clients,
+averaged scalars, train loss) is the run's state: a killed run is resumed by replaying it, and
+ends with the same parameter hash as an uninterrupted one. The first-order baselines checkpoint
+their parameters at every evaluation instead. A finished run with the same config is left
+alone; a directory holding another config is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .config import Resolved, dump_yaml
+from .directions import DirectionSampler
+from .errors import UserError
+from .ledger import Ledger
+from .optimizers.base import ScalarOptimizer
+from .protocol import VectorFederation, ZOFederation
+from .zo import params_sha256
+
+CONFIG, METRICS, HISTORY, LEDGER, SUMMARY, CHECKPOINT = (
+    "config.yaml", "metrics.jsonl", "history.jsonl", "ledger.csv", "summary.json", "checkpoint.pt")
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("runtime.device: cuda requested but no CUDA device is available")
+    return name
+
+
+def check_run_dir(out: Path, resolved: Resolved) -> str:
+    """'new', 'resume' or 'done'; raises UserError when ``out`` holds another run."""
+    if not out.exists():
+        return "new"
+    if not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    cfg_path = out / CONFIG
+    if not cfg_path.exists():
+        if any(out.iterdir()):
+            raise UserError(f"{out}: not empty and holds no {CONFIG}; refusing to mix results")
+        return "new"
+    import yaml
+
+    old = yaml.safe_load(cfg_path.read_text())
+    new = resolved.to_dict()
+    if old != new:
+        diff = _first_difference(old, new)
+        raise UserError(f"{out}: holds a run of another config (differs at {diff}); "
+                        f"use another --out")
+    summary = out / SUMMARY
+    if summary.exists():
+        import json
+
+        if json.loads(summary.read_text()).get("status") in ("ok", "diverged"):
+            return "done"
+    return "resume"
+
+
+def _first_difference(a, b, path: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k, object()) != b.get(k, object()):
+                return _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+    return path or "<root>"
+
+
+class Run:
+    def __init__(self, resolved: Resolved, out: Path, progress: bool = True):
+        self.r = resolved
+        self.out = Path(out)
+        self.progress = progress
+
+    def build(self):
+        run = self.r.run
+        run.runtime.device = resolve_device(run.runtime.device)
+        if run.runtime.threads:
+            torch.set_num_threads(run.runtime.threads)
+        task = self.r.task_cls(self.r.task_cfg, run.federation.clients, run.seed, run.runtime)
+        kind = getattr(self.r.method_cfg, "directions", "gaussian")
+        sampler = DirectionSampler(kind, device=run.runtime.device)
+        method = self.r.method_cls(self.r.method_cfg, sampler, task)
+        method.check_task(task)
+        ledger = Ledger()
+        if isinstance(method, ScalarOptimizer):
+            fed = ZOFederation(task, method, run.federation, run.seed, ledger)
+        else:
+            fed = VectorFederation(task, method, run.federation, run.seed, ledger)
+        return task, method, fed
+
+    # -- main --------------------------------------------------------------------------------
+    def execute(self) -> dict:
+        status = check_run_dir(self.out, self.r)
+        task, method, fed = self.build()  # validation errors surface before anything is written
+        if status == "done":
+            print(f"{self.out}: finished run with this config; nothing to do", file=sys.stderr)
+            import json
+
+            return json.loads((self.out / SUMMARY).read_text())
+        self.out.mkdir(parents=True, exist_ok=True)
+        if status == "new":
+            io.atomic_write_text(self.out / CONFIG, dump_yaml(self.r.to_dict()))
+        try:
+            return self._loop(task, method, fed, status == "resume")
+        except Exception as exc:  # a crash is recorded, then re-raised for the exit status
+            self._write_summary(task, fed, "failed", None, 0, error=f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _resume(self, fed) -> tuple[int, list[dict], float]:
+        """Restore state from the run directory; returns (next round, kept metrics, wall)."""
+        start = 0
+        if isinstance(fed, ZOFederation):
+            for rec in io.read_jsonl(self.out / HISTORY):
+                if rec.get("round") != start:
+                    break
+                fed.replay(start, int(rec["seed"]), rec["clients"], np.asarray(rec["scalars"], np.float32))
+                fed.last_loss = rec["train_loss"]
+                start += 1
+            self._rewrite_jsonl(HISTORY, lambda rec: rec["round"] < start)
+        elif (self.out / CHECKPOINT).exists():
+            ck = torch.load(self.out / CHECKPOINT, weights_only=True)
+            for dst, src in zip(fed.params + fed.state, ck["params"] + ck["state"]):
+                dst.copy_(src)
+            start = int(ck["round"])
+            fed.last_loss = ck.get("train_loss")
+        else:
+            self._rewrite_jsonl(HISTORY, lambda rec: False)
+        kept = self._rewrite_jsonl(METRICS, lambda rec: rec["round"] < start)
+        led = Ledger.load(self.out / LEDGER, start)
+        fed.ledger.entries, fed.ledger.bytes_up, fed.ledger.bytes_down = led.entries, led.bytes_up, led.bytes_down
+        fed.ledger.write(self.out / LEDGER)
+        wall = kept[-1]["wall_seconds"] if kept else 0.0
+        return start, kept, wall
+
+    def _rewrite_jsonl(self, name: str, keep) -> list[dict]:
+        recs = [rec for rec in io.read_jsonl(self.out / name) if keep(rec)]
+        io.atomic_write_text(self.out / name, "".join(io.dumps_line(rec) for rec in recs))
+        return recs
+
+    def _loop(self, task, method, fed, resume: bool) -> dict:
+        run = self.r.run
+        R, every = run.federation.rounds, run.eval.every
+        fed.last_loss = None
+        start, kept, wall0 = self._resume(fed) if resume else (0, [], 0.0)
+        if not resume:
+            for name in (METRICS, HISTORY):
+                io.atomic_write_text(self.out / name, "")
+            fed.ledger.write(self.out / LEDGER)
+        self.best = _best([m[task.metric] for m in kept], task.metric_mode)
+        self.initial = kept[0][task.metric] if kept else None
+        t0 = time.perf_counter()
+        bar = _progress(self.progress, R, start, f"{run.name}")
+        metrics_fh = (self.out / METRICS).open("a")
+        history_fh = (self.out / HISTORY).open("a")
+        ledger_fh = (self.out / LEDGER).open("a")
+        status, last = "ok", kept[-1] if kept else None
+        try:
+            for n in range(start, R + 1):
+                if n % every == 0 or n == R:
+                    last = self._evaluate(task, fed, n, wall0 + time.perf_counter() - t0)
+                    metrics_fh.write(io.dumps_line(last))
+                    metrics_fh.flush()
+                    if self._diverged(task, last):
+                        status = "diverged"
+                        break
+                    if isinstance(fed, VectorFederation) and n < R:
+                        self._checkpoint(fed, n)
+                    if bar is not None:
+                        bar.set_postfix({task.metric: f"{last[task.metric]:.4g}"}, refresh=False)
+                if n == R:
+                    break
+                res = fed.run_round(n)
+                fed.last_loss = res.train_loss
+                ledger_fh.write(fed.ledger.rows_for_round(n))
+                ledger_fh.flush()
+                if res.scalars is not None:
+                    history_fh.write(io.dumps_line({
+                        "round": n, "seed": res.round_seed, "clients": res.clients,
+                        "scalars": [[float(v) for v in row] for row in res.scalars],
+                        "train_loss": res.train_loss}))
+                    history_fh.flush()  # the history line commits the round
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            for fh in (metrics_fh, history_fh, ledger_fh):
+                fh.close()
+            if bar is not None:
+                bar.close()
+        (self.out / CHECKPOINT).unlink(missing_ok=True)
+        rounds_done = last["round"] if last else 0
+        return self._write_summary(task, fed, status, last, rounds_done,
+                                   wall=wall0 + time.perf_counter() - t0)
+
+    def _evaluate(self, task, fed, n: int, wall: float) -> dict:
+        metrics = task.evaluate(fed.params)
+        value = metrics[task.metric]
+        if self.initial is None:
+            self.initial = value
+        if math.isfinite(value):
+            self.best = value if self.best is None else (
+                min(self.best, value) if task.metric_mode == "min" else max(self.best, value))
+        return {"round": n, "train_loss": fed.last_loss, **metrics,
+                "bytes_up": fed.ledger.bytes_up, "bytes_down": fed.ledger.bytes_down,
+                "wall_seconds": round(wall, 3)}
+
+    def _diverged(self, task, rec: dict) -> bool:
+        value = rec[task.metric]
+        loss = rec["train_loss"]
+        if not math.isfinite(value) or (loss is not None and not math.isfinite(loss)):
+            return True
+        factor = self.r.run.eval.divergence_factor
+        return (task.metric_mode == "min" and self.initial is not None and self.initial > 0
+                and value > factor * self.initial)
+
+    def _checkpoint(self, fed, n: int) -> None:
+        import io as _io
+
+        buf = _io.BytesIO()
+        torch.save({"round": n, "params": fed.params, "state": fed.state, "train_loss": fed.last_loss}, buf)
+        io.atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
+
+    def _write_summary(self, task, fed, status, last, rounds, wall: float = 0.0, error: str | None = None) -> dict:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        summary = {
+            "status": status,
+            "name": self.r.run.name,
+            "method": self.r.method_cls.name,
+            "task": self.r.task_cls.name,
+            "seed": self.r.run.seed,
+            "rounds": rounds,
+            "metric": task.metric,
+            "metric_mode": task.metric_mode,
+            "final_metric": last[task.metric] if last else None,
+            "best_metric": getattr(self, "best", None),
+            "final_metrics": {k: v for k, v in (last or {}).items()
+                              if k not in ("round", "bytes_up", "bytes_down", "wall_seconds")},
+            "bytes_up": fed.ledger.bytes_up,
+            "bytes_down": fed.ledger.bytes_down,
+            "num_params": sum(p.numel() for p in fed.params),
+            "peak_memory_bytes": peak,
+            "wall_seconds": round(wall, 3),
+            "params_sha256": params_sha256(fed.params),
+            "config_sha256": self.r.sha256(),
+        }
+        if torch.cuda.is_available():
+            summary["peak_cuda_memory_bytes"] = torch.cuda.max_memory_allocated()
+        if error:
+            summary["error"] = error
+        io.atomic_write_json(self.out / SUMMARY, summary)
+        return summary
+
+
+def _best(values, mode):
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return None
+    return min(vals) if mode == "min" else max(vals)
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="round", file=sys.stderr,
+                mininterval=1.0, dynamic_ncols=True)

@@ -1,0 +1,132 @@
+"""The zeroth-order primitive: perturbations, finite differences and seeded updates.
+
+Everything that touches the parameters with a seeded direction goes through here, so that the
+server, the clients and replay run literally the same code (bit-identical state needs the same
+function on the same inputs in the same order).
+
+Directions are z = H^{-1/2} u with u drawn by :class:`DirectionSampler`; ``H`` is ``None`` for
+plain ZO-SGD. Master weights stay float32 and are never perturbed in low precision: a
+perturbation is applied either functionally (the task builds x + mu z itself) or in place with
+an exact restore from a saved copy (``perturb_inplace``); adding and subtracting mu z would drift
+by rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .directions import DirectionSampler
+
+Params = list[torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """x -> x + scale * H^{-1/2} u(seed)."""
+
+    seed: int
+    scale: float
+    sampler: DirectionSampler
+    H: Params | None = None
+
+    def direction(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        """z_index = H_index^{-1/2} u_index (float32)."""
+        return direction(self.sampler, self.seed, index, like, self.H)
+
+    def delta(self, index: int, like: torch.Tensor) -> torch.Tensor:
+        """scale * z_index, the amount added to parameter ``index``."""
+        return self.direction(index, like).mul_(self.scale)
+
+
+def direction(sampler: DirectionSampler, seed: int, index: int, like: torch.Tensor,
+              H: Params | None) -> torch.Tensor:
+    u = sampler.sample(seed, index, like)
+    if H is not None:
+        u.mul_(torch.rsqrt(H[index]))
+    return u
+
+
+class PerturbBuffer:
+    """Reusable backup of the master weights for exact in-place perturb / restore."""
+
+    def __init__(self) -> None:
+        self._backup: Params | None = None
+
+    @contextlib.contextmanager
+    def perturbed(self, params: Params, pert: Perturbation) -> Iterator[Params]:
+        if self._backup is None or len(self._backup) != len(params) or any(
+            b.shape != p.shape for b, p in zip(self._backup, params)
+        ):
+            self._backup = [torch.empty_like(p) for p in params]
+        with torch.no_grad():
+            for i, (p, b) in enumerate(zip(params, self._backup)):
+                b.copy_(p)
+                p.add_(pert.delta(i, p))
+            try:
+                yield params
+            finally:
+                for p, b in zip(params, self._backup):
+                    p.copy_(b)
+
+
+def perturb_inplace(params: Params, pert: Perturbation, buffer: PerturbBuffer | None = None):
+    """Context manager: params hold x + delta inside, exactly x again after (copy restore)."""
+    return (buffer or PerturbBuffer()).perturbed(params, pert)
+
+
+LossFn = Callable[[Perturbation | None], float]
+
+
+def estimate(loss: LossFn, seeds: Sequence[int], mu: float, sampler: DirectionSampler,
+             H: Params | None, difference: str = "forward") -> tuple[np.ndarray, float]:
+    """Directional-derivative scalars for each seed, and the unperturbed loss.
+
+    ``loss(None)`` evaluates at x, ``loss(pert)`` at x + pert. Forward differences cost P + 1
+    evaluations, central ones 2P (the base loss is then the mean of f(x+) and f(x-)).
+    Scalars are returned as float32: that is what is uploaded and what every update consumes.
+    """
+    out = np.empty(len(seeds), dtype=np.float32)
+    if difference == "forward":
+        f0 = float(loss(None))
+        for j, s in enumerate(seeds):
+            fp = float(loss(Perturbation(s, mu, sampler, H)))
+            out[j] = (fp - f0) / mu
+        return out, f0
+    if difference == "central":
+        base = 0.0
+        for j, s in enumerate(seeds):
+            fp = float(loss(Perturbation(s, mu, sampler, H)))
+            fm = float(loss(Perturbation(s, -mu, sampler, H)))
+            out[j] = (fp - fm) / (2.0 * mu)
+            base += 0.5 * (fp + fm)
+        return out, base / len(seeds)
+    raise ValueError(f"unknown difference scheme {difference!r}")
+
+
+def combine(sampler: DirectionSampler, seeds: Sequence[int], coefs: Sequence[float], index: int,
+            like: torch.Tensor) -> torch.Tensor:
+    """sum_j coefs[j] * u_index(seeds[j]) in float32, summed in the given order."""
+    acc = torch.zeros_like(like, dtype=torch.float32)
+    for s, c in zip(seeds, coefs):
+        acc.add_(sampler.sample(s, index, like), alpha=float(c))
+    return acc
+
+
+def step_coefficients(scalars: np.ndarray) -> list[float]:
+    """(1/P) g_p as Python floats from float32 scalars: one fixed rounding for every party."""
+    P = len(scalars)
+    return [float(np.float32(g)) / P for g in scalars]
+
+
+def params_sha256(params: Params) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()

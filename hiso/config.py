@@ -40,6 +40,10 @@ class EvalConfig:
     #: stop as diverged when the metric (or train loss) is non-finite or exceeds
     #: divergence_factor times its initial value (min-mode metrics only)
     divergence_factor: float = field(default=1e6, metadata={"gt": 1})
+    #: stop early, as a success, once a min-mode metric is <= stop_below x its initial value
+    stop_below: float | None = field(default=None, metadata={"gt": 0, "lt": 1})
+    #: save the final preconditioner diagonal H (HiSo) as H.npy in the run directory
+    save_h: bool = False
 
 
 @dataclass

@@ -174,6 +174,8 @@ class Run:
                     if self._diverged(task, last):
                         status = "diverged"
                         break
+                    if self._reached(task, last):
+                        break
                     if isinstance(fed, VectorFederation) and n < R:
                         self._checkpoint(fed, n)
                     if bar is not None:
@@ -198,12 +200,20 @@ class Run:
             if bar is not None:
                 bar.close()
         (self.out / CHECKPOINT).unlink(missing_ok=True)
+        H = self._preconditioner(fed)
+        if self.r.run.eval.save_h and H is not None:
+            buf = _np_bytes(np.concatenate([h.detach().cpu().reshape(-1).numpy() for h in H]))
+            io.atomic_write_bytes(self.out / "H.npy", buf)
         rounds_done = last["round"] if last else 0
         return self._write_summary(task, fed, status, last, rounds_done,
                                    wall=wall0 + time.perf_counter() - t0)
 
+    def _preconditioner(self, fed):
+        opt = getattr(fed, "opt", None)
+        return opt.preconditioner(fed.state) if opt is not None else None
+
     def _evaluate(self, task, fed, n: int, wall: float) -> dict:
-        metrics = task.evaluate(fed.params)
+        metrics = task.evaluate(fed.params, H=self._preconditioner(fed))
         value = metrics[task.metric]
         if self.initial is None:
             self.initial = value
@@ -222,6 +232,11 @@ class Run:
         factor = self.r.run.eval.divergence_factor
         return (task.metric_mode == "min" and self.initial is not None and self.initial > 0
                 and value > factor * self.initial)
+
+    def _reached(self, task, rec: dict) -> bool:
+        stop = self.r.run.eval.stop_below
+        return (stop is not None and task.metric_mode == "min" and self.initial is not None
+                and rec[task.metric] <= stop * self.initial)
 
     def _checkpoint(self, fed, n: int) -> None:
         import io as _io
@@ -259,6 +274,14 @@ class Run:
             summary["error"] = error
         io.atomic_write_json(self.out / SUMMARY, summary)
         return summary
+
+
+def _np_bytes(arr: np.ndarray) -> bytes:
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
 
 
 def _best(values, mode):

@@ -68,8 +68,9 @@ class Task:
         return float(value.detach()), [g.detach() for g in grads]
 
     # -- evaluation --------------------------------------------------------------------------
-    def evaluate(self, params: Params, split: str = "eval") -> dict[str, float]:
-        """Metrics at x; must include ``self.metric``."""
+    def evaluate(self, params: Params, H: Params | None = None, split: str = "eval") -> dict[str, float]:
+        """Metrics at x; must include ``self.metric``. ``H`` is the optimiser's preconditioner
+        (HiSo's learned diagonal), for tasks that can report on it."""
         raise NotImplementedError
 
     def oracle_h(self) -> Params | None:

@@ -229,9 +229,17 @@ class QuadraticTask(Task):
                 val += self.cfg.noise.sigma * float(torch.dot(xi, e))
         return val, [grad]
 
-    def evaluate(self, params: Params, split: str = "eval") -> dict[str, float]:
+    def evaluate(self, params: Params, H: Params | None = None, split: str = "eval") -> dict[str, float]:
         gap = self._quad(params[0] - self.x_star)
-        return {"f_gap": gap, "rel_gap": gap / self.f_gap0 if self.f_gap0 > 0 else 0.0}
+        out = {"f_gap": gap, "rel_gap": gap / self.f_gap0 if self.f_gap0 > 0 else 0.0}
+        if H is not None:
+            # the whitening rank of the current H and how well it ranks the true curvature
+            diag = self.oracle_h()[0].double().numpy()
+            h = H[0].double().numpy()
+            out["zeta_H"] = theory.whitening_rank(diag, h)
+            # undefined for a constant H (e.g. H = 1 at round 0)
+            out["h_spearman"] = theory.spearman(h, diag) if np.ptp(h) > 0 and np.ptp(diag) > 0 else float("nan")
+        return out
 
     def oracle_h(self) -> Params:
         if self.Q is None:

@@ -46,9 +46,15 @@ class Ledger:
         return dict(out)
 
     def rows_for_round(self, round: int) -> str:
+        # Entries are appended in round order, so a round's rows sit in the trailing block of
+        # entries with round >= ``round``: scan back to that block instead of over the whole
+        # list, which made writing the ledger O(R^2) over a run of R rounds.
+        start = len(self.entries)
+        while start > 0 and self.entries[start - 1].round >= round:
+            start -= 1
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        for e in self.entries:
+        for e in self.entries[start:]:
             if e.round == round:
                 w.writerow([e.round, e.client, e.direction, e.kind, e.nbytes])
         return buf.getvalue()

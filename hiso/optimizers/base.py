@@ -64,18 +64,25 @@ class ScalarOptimizer:
         self._apply(params, state, seeds, scalars, final=True)
 
     def _apply(self, params: Params, state: Params, seeds, scalars, final: bool) -> None:
-        """x -= lr * sum_k (1/P) sum_p g_kp z_kp, tensor by tensor."""
+        """x -= lr * H^{-1/2} (1/P) sum_p g_kp u_kp for k = 1..tau in turn, tensor by tensor.
+
+        Steps are applied one after the other (not summed first), so that any variant whose
+        H stays at ones rounds exactly like ZO-SGD, whatever its H schedule.
+        """
         H = self.preconditioner(state)
         with torch.no_grad():
             for i, p in enumerate(params):
-                step = self._step_direction(seeds, scalars, i, p, H)
-                p.add_(step, alpha=-self.cfg.lr)
+                for k, (ks, gs) in enumerate(zip(seeds, scalars)):
+                    step = self._step_direction(ks, gs, i, p, H)
+                    p.add_(step, alpha=-self.cfg.lr)
+                    self._after_step(state, i, k, step, final)
+
+    def _after_step(self, state: Params, i: int, k: int, step: torch.Tensor, final: bool) -> None:
+        """Hook for state updates driven by the step direction of tensor i."""
 
     def _step_direction(self, seeds, scalars, i: int, like: torch.Tensor, H: Params | None) -> torch.Tensor:
-        """sum_k H_i^{-1/2} sum_p (g_kp / P) u_kp,i (H fixed over the steps)."""
-        flat_seeds = [s for ks in seeds for s in ks]
-        coefs = [c for ks in scalars for c in step_coefficients(np.asarray(ks))]
-        d = combine(self.sampler, flat_seeds, coefs, i, like)
+        """H_i^{-1/2} sum_p (g_p / P) u_p,i for one step."""
+        d = combine(self.sampler, seeds, step_coefficients(np.asarray(scalars)), i, like)
         if H is not None:
             d.mul_(torch.rsqrt(H[i]))
         return d

@@ -54,16 +54,22 @@ class HiSo(ScalarOptimizer):
         return (nu, 1.0 - nu) if self.cfg.h_convention == "nu_on_old" else (1.0 - nu, nu)
 
     def _apply(self, params, state, seeds, scalars, final: bool) -> None:
-        per_step = self.cfg.h_update == "step"
-        if not per_step and not final:
-            # Inside a round H is frozen: a plain step with the current H.
-            return super()._apply(params, state, seeds, scalars, final)
+        self._round_delta: dict[int, torch.Tensor] = {}
+        self._tau = len(seeds)
+        super()._apply(params, state, seeds, scalars, final)
+
+    def _after_step(self, state, i, k, step, final) -> None:
+        tau_done = k == self._tau - 1
+        if self.cfg.h_update == "step":
+            self._update_h(state[i], step)
+        elif final:
+            # Delta_r = sum_k of the round's steps; H changes once, after the model step
+            acc = self._round_delta.get(i)
+            acc = step.clone() if acc is None else acc.add_(step)
+            self._round_delta[i] = acc
+            if tau_done:
+                self._update_h(state[i], self._round_delta.pop(i))
+
+    def _update_h(self, H: torch.Tensor, delta: torch.Tensor) -> None:
         w_old, w_new = self._weights()
-        groups = [([ks], [gs]) for ks, gs in zip(seeds, scalars)] if per_step else [(seeds, scalars)]
-        with torch.no_grad():
-            for i, p in enumerate(params):
-                H = state[i]
-                for g_seeds, g_scalars in groups:
-                    delta = self._step_direction(g_seeds, g_scalars, i, p, state)
-                    p.add_(delta, alpha=-self.cfg.lr)
-                    H.mul_(w_old).add_(delta.square_().add_(self.cfg.eps), alpha=w_new)
+        H.mul_(w_old).add_(delta.square().add_(self.cfg.eps), alpha=w_new)

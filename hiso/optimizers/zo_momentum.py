@@ -35,7 +35,9 @@ class ZOMomentum(ScalarOptimizer):
             return super()._apply(params, state, seeds, scalars, final)
         with torch.no_grad():
             for i, p in enumerate(params):
-                delta = self._step_direction(seeds, scalars, i, p, None)
+                delta = self._step_direction(seeds[0], scalars[0], i, p, None)
+                for ks, gs in zip(seeds[1:], scalars[1:]):
+                    delta.add_(self._step_direction(ks, gs, i, p, None))
                 m = state[i]
                 m.mul_(self.cfg.beta).add_(delta)
                 p.add_(m, alpha=-self.cfg.lr)

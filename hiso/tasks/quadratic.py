@@ -123,11 +123,13 @@ class QuadraticTask(Task):
         if np.any(self.eigs <= 0) or not np.all(np.isfinite(self.eigs)):
             raise UserError("task.spectrum: eigenvalues must be finite and positive")
         self.lam = torch.tensor(self.eigs, dtype=torch.float32)
+        self.lam64 = torch.tensor(self.eigs, dtype=torch.float64)
         self.Q = None
         if cfg.rotate:
             self.Q = torch.tensor(theory.random_orthogonal(d, derive(cfg.structure_seed, 7)), dtype=torch.float32)
         g = torch.Generator().manual_seed(derive(cfg.structure_seed, 1))
         self.x_star = torch.randn(d, generator=g)
+        self.x_star64 = self.x_star.double()
         g.manual_seed(derive(seed, 2))
         k = cfg.init_dims or d
         e0 = torch.zeros(d)
@@ -142,7 +144,7 @@ class QuadraticTask(Task):
         return float(self._aquad(e.double()))
 
     def _aquad(self, e: torch.Tensor) -> torch.Tensor:
-        lam = self.lam.to(e.dtype)
+        lam = self.lam64 if e.dtype == torch.float64 else self.lam.to(e.dtype)
         if self.Q is not None:
             e = self.Q.to(e.dtype).T @ e
         return 0.5 * torch.dot(lam * e, e)
@@ -177,13 +179,15 @@ class QuadraticTask(Task):
             batch.xi = torch.randn(self.cfg.dim, generator=g)
         return batch.xi
 
-    def _error(self, x: torch.Tensor, client: int) -> torch.Tensor:
-        e = x - self.x_star.to(x.dtype)
+    def _error(self, x: torch.Tensor, client: int, inplace: bool = False) -> torch.Tensor:
+        """x - x*_c; with ``inplace`` x is a scratch tensor and is overwritten."""
+        star = self.x_star64 if x.dtype == torch.float64 else self.x_star.to(x.dtype)
+        e = x.sub_(star) if inplace else x - star
         shift = self.client_shift(client)
-        return e if shift is None else e.sub_(shift.to(x.dtype))
+        return e if shift is None else e.sub_(shift)
 
     def _loss_at(self, x: torch.Tensor, batch: QuadBatch) -> float:
-        e = self._error(x, batch.client)
+        e = self._error(x, batch.client, inplace=True)
         val = float(self._aquad(e))
         noise = self.cfg.noise
         if noise.kind == "none" or noise.sigma == 0.0:
@@ -200,9 +204,9 @@ class QuadraticTask(Task):
     def loss(self, params: Params, batch: QuadBatch, pert: Perturbation | None = None) -> float:
         # Evaluated in float64: a finite difference of a float32 quadratic near its optimum
         # would measure rounding, not curvature. Master weights are never touched.
-        x = params[0].double()
+        x = params[0].double()  # a fresh scratch copy
         if pert is not None:
-            x = x + pert.delta(0, params[0]).double()
+            x.add_(pert.delta(0, params[0]))
         with torch.no_grad():
             return self._loss_at(x, batch)
 
@@ -230,7 +234,7 @@ class QuadraticTask(Task):
         return val, [grad]
 
     def evaluate(self, params: Params, H: Params | None = None, split: str = "eval") -> dict[str, float]:
-        gap = self._quad(params[0] - self.x_star)
+        gap = self._quad(params[0].double().sub_(self.x_star64))
         out = {"f_gap": gap, "rel_gap": gap / self.f_gap0 if self.f_gap0 > 0 else 0.0}
         if H is not None:
             # the whitening rank of the current H and how well it ranks the true curvature

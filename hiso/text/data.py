@@ -69,14 +69,14 @@ def _rows_from_hub(spec: TextTaskSpec, split: str, cache_dir):
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
             "HF_DATASETS_OFFLINE", ""
         ) not in ("", "0")
-        how = (
-            "cache it once online (same HF_HOME) or pass data_dir with {split}.jsonl files "
-            f"in the hub columns ({', '.join(spec.columns)})"
-        )
-        mode = " (offline mode)" if offline else ""
+        config = f", {spec.hub_config!r}" if spec.hub_config else ""
+        mode = " in offline mode" if offline else ""
         raise UserError(
-            f"task {spec.name}: cannot load dataset {spec.hub_id} split {split}{mode}: "
-            f"{_one_line(type(exc).__name__ + ': ' + str(exc), 120)}; {how}"
+            f"task {spec.name}: cannot load dataset {spec.hub_id} split {split}{mode} "
+            f"({_one_line(type(exc).__name__ + ': ' + str(exc), 120)}). Provide it: run "
+            f"datasets.load_dataset({spec.hub_name!r}{config}) once online with the same "
+            f"HF_HOME, or pass data_dir=DIR holding {spec.train_split}.jsonl and "
+            f"{spec.eval_split}.jsonl with columns {', '.join(spec.columns)}"
         ) from None
 
 

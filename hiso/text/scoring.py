@@ -34,8 +34,6 @@ import torch.nn.functional as F
 
 from .templates import Sample, TextTaskSpec
 
-_OPTIONAL_KWARGS = ("position_ids", "use_cache", "logits_to_keep", "num_logits_to_keep", "n_last")
-
 
 # -- calling a model --------------------------------------------------------------------------
 def _accepted(model) -> frozenset[str]:
@@ -323,13 +321,15 @@ def greedy_generate(
     stop: Sequence[str] = ("\n",),
     max_length: int | None = None,
     use_cache: bool | None = None,
+    device: torch.device | str | None = None,
 ) -> list[str]:
     """Greedy answers: argmax at each step, until EOS, a stop string or ``max_new_tokens``.
 
     The answer text is everything generated before EOS / the first stop string, stripped.
     ``max_length`` bounds prompt + answer (the prompt is cut from the left). HF models reuse
     their key/value cache (``use_cache=None`` means "if supported"); any other callable gets a
-    full forward per step. Both give the same tokens (a test checks it).
+    full forward per step. Both give the same tokens (a test checks it). ``device``: where to
+    put the ids for a plain callable (an HF model's own device is used otherwise).
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
@@ -342,7 +342,7 @@ def greedy_generate(
             ids = _truncate_left(ids, max_length - max_new_tokens, tokenizer.bos_token_id)
         heads.append(ids)
     ids, mask = _left_pad(heads, pad)
-    device = _device(model)
+    device = _device(model) or device
     if device is not None:
         ids, mask = ids.to(device), mask.to(device)
     cached = _supports_cache(model) if use_cache is None else bool(use_cache)
@@ -395,3 +395,39 @@ def greedy_generate(
             text = text.split(s, 1)[0]
         answers.append(text.strip())
     return answers
+
+
+# -- evaluation -------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_samples(
+    model,
+    tokenizer,
+    spec: TextTaskSpec,
+    samples: Sequence[Sample],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    max_new_tokens: int = 32,
+) -> dict[str, float]:
+    """The spec's metric over ``samples``, computed in batches, deterministically.
+
+    Classification: ``{"accuracy"}`` (argmax of length-normalised candidate scores).
+    Generation: ``{"f1", "em"}`` of greedy answers against every gold answer.
+    """
+    from .metrics import accuracy, mean_squad
+
+    if not samples:
+        raise ValueError("nothing to evaluate")
+    chunks = [samples[i : i + batch_size] for i in range(0, len(samples), batch_size)]
+    if spec.is_generation:
+        answers: list[str] = []
+        for chunk in chunks:
+            answers += greedy_generate(
+                model, tokenizer, [spec.encode(s) for s in chunk], max_new_tokens,
+                max_length=max_length,
+            )
+        return mean_squad(answers, [list(s.golds) for s in samples])
+    preds: list[int] = []
+    for chunk in chunks:
+        batch = encode_samples(spec, tokenizer, chunk, max_length=max_length)
+        preds += predict(candidate_scores(model, batch)).tolist()
+    return {"accuracy": accuracy(preds, [s.correct for s in samples])}

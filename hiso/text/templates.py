@@ -73,8 +73,8 @@ class TextTaskSpec:
 
     @property
     def hub_id(self) -> str:
-        """``name/config`` for messages."""
-        return f"{self.hub_name}/{self.hub_config}" if self.hub_config else str(self.hub_name)
+        """``name (config ...)`` for messages."""
+        return f"{self.hub_name} (config {self.hub_config})" if self.hub_config else str(self.hub_name)
 
     def to_sample(self, row: Mapping[str, Any]) -> Sample | None:
         return self.row_to_sample(row)

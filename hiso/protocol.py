@@ -169,6 +169,10 @@ class ZOFederation:
     def _client_start(self, c: int, down: bytes):
         """The client's state at the start of round r, and what to reset it to afterwards."""
         if self.fed.mode == "simulation":
+            if self.tau == 1:
+                # a one-step client only evaluates (its step would be undone by the reset), so
+                # it can read the server's state directly: no model copy at all
+                return self.params, self.state, None
             if self._work is None:
                 self._work = (_clone(self.params), _clone(self.state))
             params, state = self._work

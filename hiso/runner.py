@@ -84,7 +84,6 @@ class Run:
 
     def build(self):
         run = self.r.run
-        run.runtime.device = resolve_device(run.runtime.device)
         if run.runtime.threads:
             torch.set_num_threads(run.runtime.threads)
         task = self.r.task_cls(self.r.task_cfg, run.federation.clients, run.seed, run.runtime)
@@ -101,16 +100,19 @@ class Run:
 
     # -- main --------------------------------------------------------------------------------
     def execute(self) -> dict:
+        # the device a run uses is part of its identity: seeded directions differ across devices
+        self.r.run.runtime.device = resolve_device(self.r.run.runtime.device)
         status = check_run_dir(self.out, self.r)
-        task, method, fed = self.build()  # validation errors surface before anything is written
         if status == "done":
             print(f"{self.out}: finished run with this config; nothing to do", file=sys.stderr)
             import json
 
             return json.loads((self.out / SUMMARY).read_text())
+        task, method, fed = self.build()  # validation errors surface before anything is written
         self.out.mkdir(parents=True, exist_ok=True)
         if status == "new":
             io.atomic_write_text(self.out / CONFIG, dump_yaml(self.r.to_dict()))
+        task.write_artifacts(self.out)  # optional per-run files (a no-op for most tasks)
         try:
             return self._loop(task, method, fed, status == "resume")
         except Exception as exc:  # a crash is recorded, then re-raised for the exit status

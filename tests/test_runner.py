@@ -137,3 +137,11 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_hash(tmp_path, method):
     _, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert json.loads((out / "summary.json").read_text())["params_sha256"] == ref["params_sha256"]
+
+
+def test_device_auto_is_recorded_resolved_and_rerun_is_a_no_op(tmp_path):
+    cfg = config(**{"runtime.device": "auto", "federation.rounds": 3})
+    s1 = run(cfg, tmp_path / "r")
+    stored = yaml.safe_load((tmp_path / "r/config.yaml").read_text())
+    assert stored["runtime"]["device"] in ("cpu", "cuda")
+    assert run(cfg, tmp_path / "r") == s1

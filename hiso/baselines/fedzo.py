@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..optimizers.base import ZOConfig
-from ..zo import estimate
-from .base import VectorMethod
 import torch
+
 from ..directions import derive
-from ..zo import combine, step_coefficients
+from ..optimizers.base import ZOConfig
+from ..zo import combine, estimate, step_coefficients
+from .base import VectorMethod
 
 
 @dataclass

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 
 from ..directions import DirectionSampler
-from ..errors import UserError
-from ..zo import Params, combine, direction, step_coefficients
+from ..zo import Params, combine, step_coefficients
 
 
 @dataclass
@@ -90,10 +89,3 @@ class ScalarOptimizer:
     def check_task(self, task) -> None:
         """Raise UserError when the method cannot run on ``task``."""
 
-
-def require(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise UserError(f"{key}: {msg}")
-
-
-__all__ = ["ScalarOptimizer", "ZOConfig", "direction", "require"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from .base import Task
 from .quadratic import QuadraticTask
+from .digits import DigitsTask
 
 TASKS: dict[str, type[Task]] = {
     QuadraticTask.name: QuadraticTask,
+    DigitsTask.name: DigitsTask,
 }
 
 

@@ -19,17 +19,28 @@ class Entry:
 
 
 class Ledger:
+    """Totals in memory, every entry since the last ``drain`` pending for the run's ledger.csv.
+
+    ``keep_entries`` also keeps every entry in memory (for analysis and tests); a long run
+    leaves it off so memory does not grow with the rounds.
+    """
+
     FIELDS = ["round", "client", "direction", "kind", "bytes"]
 
-    def __init__(self) -> None:
+    def __init__(self, keep_entries: bool = True) -> None:
+        self.keep_entries = keep_entries
         self.entries: list[Entry] = []
+        self.pending: list[Entry] = []
         self.bytes_up = 0
         self.bytes_down = 0
 
     def record(self, round: int, client: int, direction: str, kind: str, message) -> int:
         """Count ``len(message)`` (bytes or an object with a byte length)."""
         n = len(message)
-        self.entries.append(Entry(round, client, direction, kind, n))
+        e = Entry(round, client, direction, kind, n)
+        self.pending.append(e)
+        if self.keep_entries:
+            self.entries.append(e)
         if direction == "up":
             self.bytes_up += n
         elif direction == "down":
@@ -45,24 +56,19 @@ class Ledger:
                 out[(e.round, e.client)] += e.nbytes
         return dict(out)
 
-    def rows_for_round(self, round: int) -> str:
-        # Entries are appended in round order, so a round's rows sit in the trailing block of
-        # entries with round >= ``round``: scan back to that block instead of over the whole
-        # list, which made writing the ledger O(R^2) over a run of R rounds.
-        start = len(self.entries)
-        while start > 0 and self.entries[start - 1].round >= round:
-            start -= 1
+    def drain(self) -> str:
+        """CSV rows of the entries recorded since the last drain (appended to ledger.csv)."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        for e in self.entries[start:]:
-            if e.round == round:
-                w.writerow([e.round, e.client, e.direction, e.kind, e.nbytes])
+        for e in self.pending:
+            w.writerow([e.round, e.client, e.direction, e.kind, e.nbytes])
+        self.pending = []
         return buf.getvalue()
 
     @classmethod
-    def load(cls, path: Path, before_round: int) -> "Ledger":
+    def load(cls, path: Path, before_round: int, keep_entries: bool = True) -> "Ledger":
         """Rebuild from a ledger.csv, keeping only rounds < ``before_round``."""
-        led = cls()
+        led = cls(keep_entries)
         if not path.exists():
             return led
         with path.open(newline="") as fh:
@@ -74,19 +80,17 @@ class Ledger:
                     e = Entry(r, int(row["client"]), row["direction"], row["kind"], int(row["bytes"]))
                 except (TypeError, ValueError, KeyError):
                     continue  # a torn last line from a killed run
-                led.entries.append(e)
+                led.pending.append(e)
+                if keep_entries:
+                    led.entries.append(e)
                 if e.direction == "up":
                     led.bytes_up += e.nbytes
                 else:
                     led.bytes_down += e.nbytes
         return led
 
-    def write(self, path: Path) -> None:
+    def start_file(self, path: Path) -> None:
+        """(Re)write ``path`` atomically: the header and every pending entry."""
         from .io import atomic_write_text
 
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(self.FIELDS)
-        for e in self.entries:
-            w.writerow([e.round, e.client, e.direction, e.kind, e.nbytes])
-        atomic_write_text(path, buf.getvalue())
+        atomic_write_text(path, ",".join(self.FIELDS) + "\n" + self.drain())

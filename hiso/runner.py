@@ -91,7 +91,7 @@ class Run:
         sampler = DirectionSampler(kind, device=run.runtime.device)
         method = self.r.method_cls(self.r.method_cfg, sampler, task)
         method.check_task(task)
-        ledger = Ledger()
+        ledger = Ledger(keep_entries=False)  # rows go to ledger.csv; memory stays flat
         if isinstance(method, ScalarOptimizer):
             fed = ZOFederation(task, method, run.federation, run.seed, ledger)
         else:
@@ -139,9 +139,9 @@ class Run:
         else:
             self._rewrite_jsonl(HISTORY, lambda rec: False)
         kept = self._rewrite_jsonl(METRICS, lambda rec: rec["round"] < start)
-        led = Ledger.load(self.out / LEDGER, start)
-        fed.ledger.entries, fed.ledger.bytes_up, fed.ledger.bytes_down = led.entries, led.bytes_up, led.bytes_down
-        fed.ledger.write(self.out / LEDGER)
+        led = Ledger.load(self.out / LEDGER, start, keep_entries=False)
+        fed.ledger = led
+        led.start_file(self.out / LEDGER)
         wall = kept[-1]["wall_seconds"] if kept else 0.0
         return start, kept, wall
 
@@ -158,7 +158,7 @@ class Run:
         if not resume:
             for name in (METRICS, HISTORY):
                 io.atomic_write_text(self.out / name, "")
-            fed.ledger.write(self.out / LEDGER)
+            fed.ledger.start_file(self.out / LEDGER)
         self.best = _best([m[task.metric] for m in kept], task.metric_mode)
         self.initial = kept[0][task.metric] if kept else None
         t0 = time.perf_counter()
@@ -186,7 +186,7 @@ class Run:
                     break
                 res = fed.run_round(n)
                 fed.last_loss = res.train_loss
-                ledger_fh.write(fed.ledger.rows_for_round(n))
+                ledger_fh.write(fed.ledger.drain())
                 ledger_fh.flush()
                 if res.scalars is not None:
                     history_fh.write(io.dumps_line({

@@ -111,9 +111,15 @@ def estimate(loss: LossFn, seeds: Sequence[int], mu: float, sampler: DirectionSa
 def combine(sampler: DirectionSampler, seeds: Sequence[int], coefs: Sequence[float], index: int,
             like: torch.Tensor) -> torch.Tensor:
     """sum_j coefs[j] * u_index(seeds[j]) in float32, summed in the given order."""
-    acc = torch.zeros_like(like, dtype=torch.float32)
+    acc = None
     for s, c in zip(seeds, coefs):
-        acc.add_(sampler.sample(s, index, like), alpha=float(c))
+        u = sampler.sample(s, index, like)
+        if acc is None:
+            acc = u.mul_(float(c))  # saves a zero-filled buffer and a pass over it
+        else:
+            acc.add_(u, alpha=float(c))
+    if acc is None:
+        return torch.zeros_like(like, dtype=torch.float32)
     return acc
 
 

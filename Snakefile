@@ -8,6 +8,9 @@ configfile: "configs/pipeline.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/quadratic.smk"
+include: "workflow/rules/theory.smk"
+include: "workflow/rules/digits.smk"
+include: "workflow/rules/lm.smk"
 
 
 rule reproduce_all:

@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     from . import report
 
     report.add_commands(sub)
+    from . import digits_report; digits_report.add_commands(sub)  # noqa: E702 (hiso digits ...)
+    from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     return p
 
 

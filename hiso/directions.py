@@ -16,7 +16,7 @@ import torch
 MASK64 = (1 << 64) - 1
 SEED_BITS = 63  # seeds are shipped as uint64 and fed to manual_seed, which accepts < 2**63
 
-DirectionKind = Literal["gaussian", "rademacher"]
+DirectionKind = Literal["gaussian", "rademacher", "rademacher_bits"]
 
 
 def splitmix64(x: int) -> int:
@@ -44,24 +44,60 @@ class DirectionSampler:
     """Draws tensor ``index`` of the direction named by ``seed``.
 
     Gaussian is the method's distribution (u ~ N(0, I)); Rademacher (+-1) is offered as a cheaper
-    option with the same first two moments.
+    option with the same first two moments. ``rademacher_bits`` is the same distribution drawn
+    about 3x faster than a Gaussian (and 40x faster than ``rademacher``): the stream's generator
+    fills full-range int64 words, and u_k = 1 - 2 * (bit k mod 8 of byte k div 8 of the words
+    viewed as little-endian bytes), so one draw gives 64 signs. Its values differ from
+    ``rademacher``'s (another stream layout), not its law.
     """
 
     def __init__(self, kind: DirectionKind = "gaussian", device: str | torch.device = "cpu"):
-        if kind not in ("gaussian", "rademacher"):
+        if kind not in ("gaussian", "rademacher", "rademacher_bits"):
             raise ValueError(f"unknown direction kind {kind!r}")
         self.kind = kind
         self.device = torch.device(device)
         self._gen = torch.Generator(device=self.device)
+        self._table: torch.Tensor | None = None  # rademacher_bits: byte -> its 8 signs
 
-    def sample(self, seed: int, index: int, like: torch.Tensor) -> torch.Tensor:
-        """A float32 tensor shaped like ``like``, on ``like``'s device."""
+    def sample(self, seed: int, index: int, like: torch.Tensor,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+        """A float32 tensor shaped like ``like``, on ``like``'s device.
+
+        ``out``: an optional float32 buffer of that shape on the sampler's device to draw into
+        (same values; it saves allocating, and page-faulting, a fresh tensor per draw).
+        """
         self._gen.manual_seed(stream_seed(seed, index))
         if self.kind == "gaussian":
+            if out is not None and out.device == self.device:
+                return torch.randn(like.shape, generator=self._gen, out=out)
             u = torch.randn(like.shape, generator=self._gen, device=self.device, dtype=torch.float32)
+        elif self.kind == "rademacher_bits":
+            target = out if out is not None and out.device == self.device else None
+            u = self._signs(like.shape, target)
+            if target is not None:
+                return target
         else:
             u = torch.randint(0, 2, like.shape, generator=self._gen, device=self.device, dtype=torch.int8)
             u = u.to(torch.float32).mul_(2.0).sub_(1.0)
+        if out is not None:
+            return out.copy_(u)
         if u.device != like.device:
             u = u.to(like.device)
         return u
+
+    def _signs(self, shape: torch.Size, out: torch.Tensor | None) -> torch.Tensor:
+        """+-1.0 from random bits, 8 signs per byte through a [256, 8] table (one gather)."""
+        n = 1
+        for s in shape:
+            n *= int(s)
+        words = torch.empty((n + 63) // 64, dtype=torch.int64, device=self.device)
+        words.random_(-(1 << 63), None, generator=self._gen)  # full 64-bit range
+        if self._table is None:
+            bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+            self._table = (1 - 2 * bits).to(device=self.device, dtype=torch.float32)
+        index = words.view(torch.uint8).to(torch.int32)
+        if out is not None and n % 8 == 0 and out.is_contiguous():
+            torch.index_select(self._table, 0, index[: n // 8], out=out.view(-1, 8))
+            return out
+        u = torch.index_select(self._table, 0, index).view(-1)[:n].view(shape)
+        return u if out is None else out.copy_(u)

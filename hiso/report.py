@@ -38,6 +38,13 @@ def add_commands(sub) -> None:
     t.add_argument("--csv", required=True, help="CSV file")
     t.add_argument("--target", type=float, default=1e-2,
                    help="relative reduction of the metric counted as reached (default 1e-2)")
+    t.add_argument("--title", default=None, help="Markdown heading (default: the task names)")
+    t.add_argument("--reach", type=float, default=None,
+                   help="max-mode metrics (accuracy, F1): also count rounds and bytes to reach "
+                        "this value")
+    t.add_argument("--reference", default=None,
+                   help="max-mode metrics: also count rounds to reach this method's best "
+                        "(median over its runs; the paper's Table 2)")
     t.set_defaults(handler=cmd_table)
 
     m = sub.add_parser("manifest", help="list artefacts with their sha256")
@@ -74,6 +81,7 @@ def load_runs(paths) -> "pd.DataFrame":
         df.insert(4, "seed", summary["seed"])
         df["status"] = summary["status"]
         df["metric"] = summary["metric"]
+        df["metric_mode"] = summary.get("metric_mode", "min")
         df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
@@ -102,12 +110,14 @@ def cmd_figure(args) -> int:
 
     df = _read_metrics(args.metrics)
     metric = df["metric"].iloc[0]
+    higher_better = _mode(df) == "max"
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, x, label in ((axes[0], "round", "rounds"), (axes[1], "bytes_total", "bytes exchanged (up + down)")):
         sns.lineplot(df, x=x, y=metric, hue="method", estimator=np.median, errorbar=("pi", 100),
                      ax=ax)
-        ax.set_yscale("log")
+        if not higher_better:  # gaps and losses span decades; accuracies do not
+            ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel(f"{metric} (median, band: min-max over seeds)")
     axes[1].set_xscale("log")
@@ -124,11 +134,24 @@ def _save_fig(fig, out) -> None:
     io.atomic_write_bytes(out, buf.getvalue())
 
 
-def convergence_table(df, target: float):
-    """Per method: final metric, reduction, rounds to reach target x initial, bytes."""
+def _mode(df) -> str:
+    """'min' (lower is better: gaps, losses) or 'max' (accuracy, F1); older CSVs are 'min'."""
+    return str(df["metric_mode"].iloc[0]) if "metric_mode" in df.columns else "min"
+
+
+def convergence_table(df, target: float, reach: float | None = None, reference: str | None = None):
+    """Per method: final metric, reduction, rounds to reach target x initial, bytes.
+
+    Max-mode metrics (accuracy, F1) get their own columns: final and best value, and the first
+    evaluated round (and the bytes spent by then) at which the run reaches ``reach`` and the
+    ``reference`` method's best (median over its runs), as in the paper's rounds-to-accuracy
+    table.
+    """
     import pandas as pd
 
     metric = df["metric"].iloc[0]
+    if _mode(df) == "max":
+        return _max_table(df, metric, reach, reference)
     rows = []
     for method, g in df.groupby("method", sort=True):
         per_run = []
@@ -156,16 +179,82 @@ def convergence_table(df, target: float):
     return pd.DataFrame(rows)
 
 
+def _first_reach(r, metric: str, level: float) -> tuple[float, float]:
+    """(round, bytes up + down) of the first evaluation with metric >= level; NaN if none."""
+    hit = r[r[metric] >= level]
+    if not len(hit):
+        return np.nan, np.nan
+    return float(hit["round"].iloc[0]), float(hit["bytes_total"].iloc[0])
+
+
+def _max_table(df, metric: str, reach: float | None, reference: str | None):
+    import pandas as pd
+
+    ref_best = None
+    if reference is not None:
+        ref = df[df["method"] == reference]
+        if not len(ref):
+            raise UserError(f"--reference {reference}: no run of that method in the metrics")
+        ref_best = float(ref.groupby("run")[metric].max().median())
+    rows = []
+    for method, g in df.groupby("method", sort=True):
+        per_run = []
+        for _, r in g.groupby("run"):
+            r = r.sort_values("round")
+            rounds = max(int(r["round"].iloc[-1]), 1)
+            row = {"initial": r[metric].iloc[0], "final": r[metric].iloc[-1], "best": r[metric].max(),
+                   "bytes_up": r["bytes_up"].iloc[-1], "bytes_down": r["bytes_down"].iloc[-1],
+                   "bytes_up_per_round": r["bytes_up"].iloc[-1] / rounds, "status": r["status"].iloc[-1]}
+            if reach is not None:
+                row["reach_round"], row["reach_bytes"] = _first_reach(r, metric, reach)
+            if ref_best is not None:
+                row["ref_round"], row["ref_bytes"] = _first_reach(r, metric, ref_best)
+            per_run.append(row)
+        a = pd.DataFrame(per_run)
+        out = {"method": method, "runs": len(a),
+               f"initial_{metric}_median": float(a["initial"].median()),
+               f"final_{metric}_median": float(a["final"].median()),
+               f"best_{metric}_median": float(a["best"].median()),
+               f"final_{metric}_min": float(a["final"].min())}
+        if reach is not None:
+            out[f"rounds_to_{reach:g}_median"] = float(a["reach_round"].median())
+            out[f"runs_reaching_{reach:g}"] = int(a["reach_round"].notna().sum())
+            out[f"bytes_to_{reach:g}_median"] = float(a["reach_bytes"].median())
+        if ref_best is not None:
+            out[f"rounds_to_{reference}_best_median"] = float(a["ref_round"].median())
+            out[f"bytes_to_{reference}_best_median"] = float(a["ref_bytes"].median())
+        out.update({"bytes_up_median": float(a["bytes_up"].median()),
+                    "bytes_down_median": float(a["bytes_down"].median()),
+                    "bytes_up_per_round": float(a["bytes_up_per_round"].median()),
+                    "statuses": ",".join(sorted(set(a["status"])))})
+        rows.append(out)
+    table = pd.DataFrame(rows)
+    table.attrs["reference_best"] = ref_best
+    return table
+
+
 def cmd_table(args) -> int:
     df = _read_metrics(args.metrics)
-    table = convergence_table(df, args.target)
+    table = convergence_table(df, args.target, args.reach, args.reference)
     io.atomic_write_text(args.csv, table.to_csv(index=False))
     metric = df["metric"].iloc[0]
-    md = [f"# Convergence: {', '.join(sorted(df['task'].unique()))}",
+    if _mode(df) == "max":
+        parts = [f"Median over runs (seeds) of the eval-split {metric}, evaluated every few rounds"]
+        if args.reach is not None:
+            parts.append(f"rounds to reach {metric} >= {args.reach:g} (first evaluation at or "
+                         f"above it; NaN: not reached) and the bytes exchanged by then")
+        if args.reference is not None:
+            parts.append(f"rounds to reach {args.reference}'s best {metric} "
+                         f"({table.attrs['reference_best']:.4g}, median over its runs)")
+        text = "; ".join(parts) + (". Bytes are counted from the encoded messages (ledger), "
+                                   "uplink and downlink totals per run.")
+    else:
+        text = (f"Median over runs; reduction = initial / final {metric}; rounds to reach "
+                f"{args.target:g} x the initial {metric} (NaN: not reached). Bytes are counted from "
+                f"the encoded messages (ledger), uplink and downlink totals per run.")
+    md = [f"# {args.title}" if args.title else f"# Convergence: {', '.join(sorted(df['task'].unique()))}",
           "",
-          f"Median over runs; reduction = initial / final {metric}; rounds to reach "
-          f"{args.target:g} x the initial {metric} (NaN: not reached). Bytes are counted from "
-          f"the encoded messages (ledger), uplink and downlink totals per run.",
+          text,
           "", _markdown(table), ""]
     io.atomic_write_text(args.out, "\n".join(md))
     return 0

@@ -30,12 +30,16 @@ FloatArray = NDArray[np.float64]
 __all__ = [
     "SlopeFit",
     "contraction_bound",
+    "corollary3_terms",
     "dsweep_head",
     "effective_rank",
     "expected_losses_diagonal",
+    "expected_losses_noisy",
+    "expected_rounds_to",
     "first_round_below",
     "fit_loglog_slope",
     "fixed_trace_head",
+    "hiso_step",
     "head_tail_spectrum",
     "lognormal_spectrum",
     "lognormal_with_condition",
@@ -48,9 +52,12 @@ __all__ = [
     "smoothness",
     "spearman",
     "spectral_illustration",
+    "spectral_illustration_draws",
     "trace",
     "whitened_second_moment",
     "whitening_rank",
+    "zo_noise_injection",
+    "zo_sgd_step",
 ]
 
 
@@ -554,3 +561,155 @@ def spectral_illustration(
         "L_kappa": float(np.median(l_kappa)),
         "L_d": float(np.median(l_d)),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Theory steps, noise in the expected-loss recursion, illustration draws, Corollary 3's shape
+# --------------------------------------------------------------------------------------------
+
+
+def hiso_step(zeta: float) -> float:
+    """HiSo's step with the oracle H on a quadratic: ``1 / (zeta + 2)``.
+
+    It minimises the contraction bound ``1 - eta (2 - eta (zeta + 2))`` (lam_min = lam_max = 1,
+    :func:`contraction_bound`), where the bound equals ``1 - 1 / (zeta + 2)``.
+    """
+    if zeta < 0:
+        raise ValueError(f"zeta must be >= 0, got {zeta}")
+    return 1.0 / (zeta + 2.0)
+
+
+def zo_sgd_step(sigma: ArrayLike) -> float:
+    """ZO-SGD's (H = I) step on a quadratic: ``1 / (Tr A + 2 L)``.
+
+    With H = I the whitened matrix is A itself: ``E[u u^T A u u^T] = 2A + Tr(A) I``, so
+    ``E[f+] <= f - eta |grad|^2 (1 - eta (2L + Tr A) / 2)``; ``eta = 1 / (Tr A + 2L)`` keeps at
+    least half of the first-order decrease. ``Tr A = L kappa`` is where ZO-SGD pays for the
+    dimension (``<= L d``).
+    """
+    return 1.0 / (trace(sigma) + 2.0 * smoothness(sigma))
+
+
+def zo_noise_injection(a: ArrayLike, h: ArrayLike, eta: float, kind: str, sigma: float,
+                       mu: float) -> FloatArray:
+    """Per-round increase of ``E[e_i^2]`` that noise adds to one whitened ZO step.
+
+    The step is ``e+ = e - eta g z`` with ``z = H^{-1/2} u`` and ``g = z^T A e + n``, where the
+    noise ``n`` is zero-mean and independent of the signal (diagonal A and H; the forward
+    difference's O(mu) bias ``mu/2 z^T A z`` is neglected). It adds ``eta^2 E[n^2 z_i^2]``:
+
+    * ``function`` (independent N(0, sigma^2) on each of the two evaluations): ``n`` has
+      variance ``2 sigma^2 / mu^2`` and is independent of z: ``eta^2 2 sigma^2 / (mu^2 h_i)``;
+    * ``gradient_isotropic`` (``n = sigma xi^T z``, xi ~ N(0, I)): ``E[|z|^2 z_i^2] =
+      (Tr H^{-1} + 2 / h_i) / h_i``, so ``eta^2 sigma^2 (Tr H^{-1} + 2/h_i) / h_i``; this is the
+      ``Tr(H^{-1})`` term, which grows with d when H has a flat tail at eps;
+    * ``gradient_aligned`` (``n = sigma xi^T A^{1/2} z``): ``E[z^T A z z_i^2] =
+      (zeta + 2 a_i / h_i) / h_i``, so ``eta^2 sigma^2 (zeta + 2 a_i/h_i) / h_i``;
+    * ``none``: zeros.
+    """
+    av = np.asarray(a, dtype=np.float64).ravel()
+    hv = _as_h(h, av.size)
+    if kind == "none" or sigma == 0.0:
+        return np.zeros_like(av)
+    if kind == "function":
+        if not mu > 0:
+            raise ValueError("function-value noise needs mu > 0")
+        return eta**2 * 2.0 * sigma**2 / (mu**2 * hv)
+    if kind == "gradient_isotropic":
+        return eta**2 * sigma**2 * (np.sum(1.0 / hv) + 2.0 / hv) / hv
+    if kind == "gradient_aligned":
+        zeta = float(np.sum(av / hv))
+        return eta**2 * sigma**2 * (zeta + 2.0 * av / hv) / hv
+    raise ValueError(f"unknown noise kind {kind!r}")
+
+
+def expected_losses_noisy(a: ArrayLike, h: ArrayLike, eta: float, s0: ArrayLike, rounds: int,
+                          inject: ArrayLike | None = None) -> FloatArray:
+    """``E[f]`` after 0..``rounds`` whitened ZO steps on a diagonal quadratic, with noise.
+
+    The recursion of :func:`expected_losses_diagonal` on ``s_i = E[e_i^2]`` (given here
+    directly as ``s0``, e.g. ``init_scale^2 / k`` on k head coordinates for an isotropic x0 of
+    fixed norm) plus a constant per-round ``inject`` (:func:`zo_noise_injection`). Noise that is
+    independent of the signal only adds to the second moments, so the expectation stays exact.
+    """
+    av = np.asarray(a, dtype=np.float64).ravel()
+    hv = _as_h(h, av.size)
+    s = np.asarray(s0, dtype=np.float64).ravel().copy()
+    if s.size != av.size:
+        raise ValueError("s0 must have the same length as a")
+    add = np.zeros_like(av) if inject is None else np.asarray(inject, dtype=np.float64).ravel()
+    b = av / hv
+    diag = 1.0 - 2.0 * eta * b + 2.0 * eta**2 * b**2
+    col = eta**2 / hv
+    row = av**2 / hv
+    out = np.empty(rounds + 1)
+    out[0] = 0.5 * float(av @ s)
+    for r in range(1, rounds + 1):
+        s = diag * s + col * float(row @ s) + add
+        out[r] = 0.5 * float(av @ s)
+    return out
+
+
+def spectral_illustration_draws(
+    d: int = 200,
+    log_mean: float = 0.9,
+    log_sd: float = 2.0,
+    eps: float = 2.5,
+    draws: int = 200,
+    seed: int = 0,
+    scale: float = 1.0,
+) -> dict[str, FloatArray]:
+    """Per-draw ``zeta``, ``L * kappa`` and ``L * d`` of :func:`spectral_illustration`.
+
+    Same draws (same generator use) as :func:`spectral_illustration`, whose values are the
+    medians of these arrays. ``scale`` multiplies Sigma *and* eps (a change of the units of A):
+    ``L kappa`` and ``L d`` scale by it, ``zeta`` does not (a sum of ratios A_i / (A_i + eps)).
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    rng = np.random.default_rng(seed)
+    sig = rng.lognormal(log_mean, log_sd, size=(draws, d)) * scale
+    return {
+        "zeta": np.sum(sig / (sig + eps * scale), axis=1),
+        "L_kappa": np.sum(sig, axis=1),
+        "L_d": np.max(sig, axis=1) * d,
+    }
+
+
+def corollary3_terms(zeta: float, kappa: float, tau: ArrayLike, m: ArrayLike,
+                     rounds: float) -> tuple[FloatArray, FloatArray]:
+    """The two terms of Corollary 3's rate: ``sqrt(zeta / (tau m R))`` and
+    ``sqrt(tau kappa / (m R))`` (constants dropped; fit them to measurements)."""
+    t = np.asarray(tau, dtype=np.float64)
+    mm = np.asarray(m, dtype=np.float64)
+    if np.any(t < 1) or np.any(mm < 1) or not rounds > 0:
+        raise ValueError("tau, m >= 1 and R > 0 required")
+    return np.sqrt(zeta / (t * mm * rounds)), np.sqrt(t * kappa / (mm * rounds))
+
+
+def expected_rounds_to(a: ArrayLike, h: ArrayLike, eta: float, s0: ArrayLike, target: float,
+                       cap: int) -> float:
+    """First round at which the exact ``E[f]`` (:func:`expected_losses_noisy`, no noise) is at
+    most ``target * E[f_0]``; ``inf`` if not within ``cap`` rounds or if it blows up.
+
+    Used to start the step-size search where the theory expects the best step (diagonal A):
+    cheap, deterministic, and only a starting point, the selection itself is measured.
+    """
+    av = np.asarray(a, dtype=np.float64).ravel()
+    hv = _as_h(h, av.size)
+    s = np.asarray(s0, dtype=np.float64).ravel().copy()
+    b = av / hv
+    diag = 1.0 - 2.0 * eta * b + 2.0 * eta**2 * b**2
+    col = eta**2 / hv
+    row = av**2 / hv
+    f0 = 0.5 * float(av @ s)
+    for r in range(1, cap + 1):
+        s = diag * s + col * float(row @ s)
+        f = 0.5 * float(av @ s)
+        if f <= target * f0:
+            return float(r)
+        if not math.isfinite(f) or f > 1e6 * f0:
+            return math.inf
+    return math.inf

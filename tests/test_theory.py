@@ -353,3 +353,93 @@ def test_spectral_illustration_units():
     assert scaled["L_d"] == pytest.approx(10 * base["L_d"], rel=1e-9)
     # eps -> 0 whitens every coordinate to 1
     assert t.spectral_illustration(eps=1e-12, draws=20)["zeta"] == pytest.approx(200, abs=1e-6)
+
+
+# ---------------------------------------------------------------- theory steps, noise, draws
+
+
+def test_theory_steps_hand_values():
+    assert t.hiso_step(10.0) == 1.0 / 12.0
+    # Tr A = 6, L = 3: 1 / (6 + 6)
+    assert t.zo_sgd_step([3.0, 2.0, 1.0]) == 1.0 / 12.0
+    with pytest.raises(ValueError):
+        t.hiso_step(-1.0)
+
+
+def test_zo_noise_injection_hand_values():
+    a, h, eta = np.array([2.0, 1.0]), np.array([1.0, 2.0]), 0.5
+    # function: eta^2 2 sigma^2 / (mu^2 h_i) with sigma/mu = 10
+    np.testing.assert_allclose(t.zo_noise_injection(a, h, eta, "function", 1e-5, 1e-6),
+                               [0.25 * 200.0 / 1.0, 0.25 * 200.0 / 2.0])
+    # isotropic: eta^2 sigma^2 (Tr H^-1 + 2/h_i)/h_i, Tr H^-1 = 1.5
+    np.testing.assert_allclose(t.zo_noise_injection(a, h, eta, "gradient_isotropic", 2.0, 1e-6),
+                               [0.25 * 4 * 3.5, 0.25 * 4 * 2.5 / 2.0])
+    # aligned: eta^2 sigma^2 (zeta + 2 a_i/h_i)/h_i, zeta = 2.5
+    np.testing.assert_allclose(t.zo_noise_injection(a, h, eta, "gradient_aligned", 2.0, 1e-6),
+                               [0.25 * 4 * 6.5, 0.25 * 4 * 3.5 / 2.0])
+    assert not t.zo_noise_injection(a, h, eta, "none", 1.0, 1e-6).any()
+    with pytest.raises(ValueError):
+        t.zo_noise_injection(a, h, eta, "bogus", 1.0, 1e-6)
+
+
+def test_expected_losses_noisy_reduces_to_the_noise_free_recursion():
+    a = np.array([5.0, 1.0, 0.1])
+    h = a + 0.01
+    e0 = np.array([0.3, -0.5, 0.2])
+    np.testing.assert_allclose(t.expected_losses_noisy(a, h, 0.2, e0**2, 30),
+                               t.expected_losses_diagonal(a, h, 0.2, e0, 30), rtol=1e-14)
+
+
+@pytest.mark.parametrize("kind", ["gradient_isotropic", "gradient_aligned", "function"])
+def test_noisy_recursion_matches_monte_carlo_one_step(kind):
+    """One whitened ZO step with noise, averaged over many draws, against the recursion."""
+    rng = np.random.default_rng(0)
+    a, h, eta, sigma, mu = np.array([3.0, 1.0, 0.2]), np.array([3.5, 1.2, 0.4]), 0.1, 0.7, 1e-2
+    if kind == "function":
+        sigma = 0.7 * mu
+    e = np.array([0.5, -1.0, 2.0])
+    n = 400_000
+    z = rng.standard_normal((n, 3)) / np.sqrt(h)
+    g = z @ (a * e)
+    if kind == "gradient_isotropic":
+        g += sigma * np.sum(rng.standard_normal((n, 3)) * z, axis=1)
+    elif kind == "gradient_aligned":
+        g += sigma * np.sum(rng.standard_normal((n, 3)) * np.sqrt(a) * z, axis=1)
+    else:
+        g += sigma * (rng.standard_normal(n) - rng.standard_normal(n)) / mu
+    mc = np.mean((e - eta * g[:, None] * z) ** 2, axis=0)
+    inject = t.zo_noise_injection(a, h, eta, kind, sigma, mu)
+    # the recursion's one-step second moments (exact for a fixed e: E[u_j u_k u_i^2] = 0, j != k)
+    b = a / h
+    exact = (1 - 2 * eta * b + 2 * eta**2 * b**2) * e**2 + eta**2 / h * np.sum(a**2 * e**2 / h) + inject
+    np.testing.assert_allclose(mc, exact, rtol=0.02)
+
+
+def test_spectral_illustration_draws_medians_and_units():
+    d = t.spectral_illustration_draws(draws=100, seed=3)
+    m = t.spectral_illustration(draws=100, seed=3)
+    for k in ("zeta", "L_kappa", "L_d"):
+        assert np.median(d[k]) == pytest.approx(m[k], rel=1e-12)
+    s = t.spectral_illustration_draws(draws=100, seed=3, scale=0.01)
+    np.testing.assert_allclose(s["zeta"], d["zeta"], rtol=1e-10)  # scale-free
+    np.testing.assert_allclose(s["L_kappa"], 0.01 * d["L_kappa"], rtol=1e-12)
+    np.testing.assert_allclose(s["L_d"], 0.01 * d["L_d"], rtol=1e-12)
+    assert np.median(s["L_kappa"]) < np.median(s["zeta"])  # the ordering depends on the units
+
+
+def test_corollary3_terms_hand_values():
+    t1, t2 = t.corollary3_terms(16.0, 4.0, [1, 4], [1, 1], 4.0)
+    np.testing.assert_allclose(t1, [2.0, 1.0])
+    np.testing.assert_allclose(t2, [1.0, 2.0])
+
+
+def test_expected_rounds_to_matches_the_recursion():
+    a = np.array([10.0, 1.0, 0.5])
+    h = np.ones(3)
+    s0 = np.full(3, 1.0 / 3.0)
+    eta = t.zo_sgd_step(a)
+    f = t.expected_losses_noisy(a, h, eta, s0, 2000)
+    first = int(np.flatnonzero(f <= 1e-2 * f[0])[0])
+    assert t.expected_rounds_to(a, h, eta, s0, 1e-2, 2000) == first
+    assert t.expected_rounds_to(a, h, eta, s0, 1e-2, first - 1) == math.inf  # capped
+    assert t.expected_rounds_to(a, h, 10.0, s0, 1e-2, 2000) == math.inf  # unstable step

@@ -3,10 +3,11 @@
 from .base import ScalarOptimizer, ZOConfig
 from .hiso import HiSo
 from .hiso_oracle import HiSoOracle
+from .hiso_scalar import HiSoScalar
 from .mezo import MeZO
 from .zo_momentum import ZOMomentum
 from .zo_sgd import ZOSGD
 
-SCALAR_METHODS = {cls.name: cls for cls in (ZOSGD, HiSo, HiSoOracle, ZOMomentum, MeZO)}
+SCALAR_METHODS = {cls.name: cls for cls in (ZOSGD, HiSo, HiSoOracle, ZOMomentum, MeZO, HiSoScalar)}
 
 __all__ = ["ScalarOptimizer", "ZOConfig", "SCALAR_METHODS"]

@@ -34,7 +34,7 @@ class ZOConfig:
     mu: float = field(default=1e-3, metadata={"gt": 0})
     perturbations: int = field(default=5, metadata={"ge": 1})
     difference: Literal["forward", "central"] = "forward"
-    directions: Literal["gaussian", "rademacher"] = "gaussian"
+    directions: Literal["gaussian", "rademacher", "rademacher_bits"] = "gaussian"
 
 
 class ScalarOptimizer:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from .base import Task
 from .quadratic import QuadraticTask
 from .digits import DigitsTask
+from .lm import LMTask
 
 TASKS: dict[str, type[Task]] = {
     QuadraticTask.name: QuadraticTask,
     DigitsTask.name: DigitsTask,
+    LMTask.name: LMTask,
 }
 
 

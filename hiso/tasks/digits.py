@@ -41,12 +41,11 @@ from .. import io
 from ..directions import derive
 from ..errors import UserError
 from ..partition import dirichlet_partition, iid_partition, label_counts, label_skew
-from ..vision import Arch
+from ..vision import Arch, plain_cpu_kernels
 from ..zo import Params, Perturbation
 from .base import Task
 
 MNIST_HUB = "ylecun/mnist"
-DIGITS_IMAGES = 1797
 
 
 @dataclass
@@ -73,7 +72,8 @@ class DigitsConfig:
 # -- data ----------------------------------------------------------------------------------------
 @dataclass
 class Source:
-    """Images as uint8/float arrays [n, s, s] in [0, 1] and int labels, per original split."""
+    """float32 images [n, s, s] in [0, 1] and int64 labels, per original split (MNIST has a
+    test split; the scikit-learn digits do not)."""
 
     name: str
     train_x: np.ndarray
@@ -85,12 +85,33 @@ class Source:
 _SOURCES: dict[tuple, Source] = {}  # in-process cache: several runs in one process load once
 
 
-def load_sklearn_digits() -> Source:
-    from sklearn.datasets import load_digits
+def _sklearn_digits_file() -> Path | None:
+    """scikit-learn's bundled ``digits.csv.gz``, located without importing scikit-learn (whose
+    import costs seconds per process); None when the layout differs."""
+    import importlib.util
 
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0)
-    return Source("sklearn_digits", x, d.target.astype(np.int64))
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    return None
+
+
+def load_sklearn_digits() -> Source:
+    """The 1,797 8x8 digits shipped with scikit-learn (what ``load_digits`` returns), in [0, 1]."""
+    path = _sklearn_digits_file()
+    if path is not None:
+        data = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1]
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError:
+            raise UserError("task.source: sklearn_digits needs scikit-learn (pip install scikit-learn)") from None
+        d = load_digits()
+        images, target = d.images, d.target
+    return Source("sklearn_digits", (images / 16.0).astype(np.float32), target.astype(np.int64))
 
 
 def _images(ds) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +166,11 @@ class Splits:
     dev_y: np.ndarray
     eval_x: np.ndarray
     eval_y: np.ndarray
+    #: indices into the source's train split (train, dev; eval too when it has no test split)
+    #: or its test split (eval, for MNIST)
+    train_idx: np.ndarray | None = None
+    dev_idx: np.ndarray | None = None
+    eval_idx: np.ndarray | None = None
 
 
 def make_splits(src: Source, cfg: DigitsConfig) -> Splits:
@@ -157,15 +183,15 @@ def make_splits(src: Source, cfg: DigitsConfig) -> Splits:
         eval_x, eval_y = src.train_x[ev], src.train_y[ev]
     else:
         rest = order
-        eorder = rng.permutation(len(src.test_y))[: cfg.eval_size]
-        eval_x, eval_y = src.test_x[eorder], src.test_y[eorder]
+        ev = rng.permutation(len(src.test_y))[: cfg.eval_size]
+        eval_x, eval_y = src.test_x[ev], src.test_y[ev]
     dev, rest = rest[: cfg.dev_size], rest[cfg.dev_size:]
     train = rest if cfg.train_size is None else rest[: cfg.train_size]
     if len(train) < 1 or len(dev) < cfg.dev_size or len(eval_y) < 1:
         raise UserError(f"task: {src.name} has {len(src.train_y)} examples, too few for "
                         f"eval_size={cfg.eval_size}, dev_size={cfg.dev_size}, train_size={cfg.train_size}")
     return Splits(src.name, src.train_x[train], src.train_y[train], src.train_x[dev], src.train_y[dev],
-                  eval_x, eval_y)
+                  eval_x, eval_y, train, dev, ev)
 
 
 def partition(labels: np.ndarray, n_clients: int, cfg: DigitsConfig) -> list[np.ndarray]:
@@ -205,11 +231,13 @@ class DigitsTask(Task):
         self.client_x = [self.train_x[torch.from_numpy(p)] for p in self.parts]
         self.client_y = [self.train_y[torch.from_numpy(p)] for p in self.parts]
         self.arch = Arch(cfg.model, int(sp.train_x.shape[-1]), 10, tuple(cfg.channels), cfg.hidden)
-        self._x0 = self.arch.init(derive(seed, 0x1217))
+        # one flat float32 vector (layer tensors in Arch.shapes order): one seeded draw per
+        # direction, and H.npy is directly the per-parameter diagonal
+        self._x0 = self.arch.init_flat(derive(seed, 0x1217))
 
     # -- parameters --------------------------------------------------------------------------
     def init_params(self) -> Params:
-        return [p.clone() for p in self._x0]
+        return [self._x0.clone()]
 
     def num_params(self) -> int:
         return self.arch.num_params()
@@ -232,18 +260,22 @@ class DigitsTask(Task):
         # The master weights are never touched: the perturbed weights are built per tensor.
         with torch.no_grad():
             if pert is not None:
-                params = [pert.delta(i, p).add_(p) for i, p in enumerate(params)]
+                params = [pert.delta(0, params[0]).add_(params[0])]
             return float(self.batch_loss(params, batch))
 
     def batch_loss(self, params: Params, batch) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(self.arch.forward(params, x), y)
+        return F.cross_entropy(self.arch.forward(params[0], x), y)
+
+    def loss_and_grad(self, params: Params, batch) -> tuple[float, Params]:
+        with plain_cpu_kernels():  # the backward pass on the same kernels as the forward
+            return super().loss_and_grad(params, batch)
 
     # -- evaluation --------------------------------------------------------------------------
     def _scores(self, params: Params, data) -> tuple[float, float]:
         x, y = data
         with torch.no_grad():
-            logits = self.arch.forward(params, x)
+            logits = self.arch.forward(params[0], x)
             loss = float(F.cross_entropy(logits, y))
             acc = float((logits.argmax(dim=1) == y).float().mean())
         return acc, loss
@@ -269,6 +301,7 @@ class DigitsTask(Task):
         return {
             "source": self.source, "image_size": int(self.splits.train_x.shape[-1]),
             "model": self.cfg.model, "num_params": self.num_params(),
+            "layers": [{"name": n, "size": k} for n, k in self.arch.layers()],
             "train": len(self.splits.train_y), "dev": len(self.splits.dev_y),
             "eval": len(self.splits.eval_y), "clients": self.num_clients,
             "alpha": self.cfg.alpha, "client_size_min": int(min(sizes)),

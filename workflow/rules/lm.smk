@@ -1,0 +1,162 @@
+# Language-model fine-tuning (issue #4). Settings: configs/pipeline.yaml, section `lm`.
+#
+#   CPU tier (always): a tiny random OPT built locally (no hub) learns the synthetic task;
+#     HiSo, DeComFL, FedZO, FedAvg -> figures/lm_smoke_convergence.png, paper_tables/lm_smoke.md/.csv
+#   Paper grid (`--config tier=paper`, GPUs + hub or a populated HF_HOME): OPT-125M..2.7B x
+#     {SST-2, QQP, SQuAD} x {HiSo, DeComFL, FedZO, FedAvg, FedAdam}, DeComFL's SuperGLUE tasks on
+#     OPT-125M/1.3B, and the reviewers' newer small models; one figure and one table per
+#     (model, task): figures/lm_{model}_{task}.png, paper_tables/lm_{model}_{task}.md/.csv
+#     `snakemake reproduce-all --config tier=paper -n` lists every job offline: building the DAG
+#     reads only configs, never the hub.
+import json
+
+LM = config["lm"]
+LM_SMOKE = LM["smoke"]
+LM_PAPER = LM["paper"]
+LM_TINY = f"{shlex.quote(sys.executable)} -m hiso.models tiny"
+
+wildcard_constraints:
+    lm_variant="[A-Za-z0-9_.-]+",
+    lm_model="[A-Za-z0-9_.-]+",
+    lm_task="[A-Za-z0-9_]+",
+    lm_seed="[0-9]+",
+
+
+def lm_method_sets(spec):
+    """--set flags: the whole method mapping (JSON is YAML flow style), then extra overrides."""
+    return sets([f"method={json.dumps(spec['method'], sort_keys=True)}", *spec.get("set", [])])
+
+
+# -- CPU tier ---------------------------------------------------------------------------------
+LM_SMOKE_DIR = LM_SMOKE["model_dir"]
+LM_SMOKE_RUNS = [f"results/lm_smoke/{v}/seed{s}/summary.json"
+                 for v, spec in LM_SMOKE["runs"].items() for s in spec["seeds"]]
+
+
+rule lm_smoke_model:
+    """The tiny random OPT + word-level tokenizer (the hub's stand-in on the CPU tier)."""
+    output:
+        f"{LM_SMOKE_DIR}/config.json",
+    params:
+        out=LM_SMOKE_DIR,
+        args=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in LM_SMOKE["tiny"].items()),
+    shell:
+        "{LM_TINY} --out {params.out} --task synthetic {params.args}"
+
+
+rule lm_smoke_run:
+    input:
+        f"{LM_SMOKE_DIR}/config.json",
+    output:
+        "results/lm_smoke/{lm_variant}/seed{lm_seed}/summary.json",
+    threads: 1
+    params:
+        sets=lambda w: lm_method_sets(LM_SMOKE["runs"][w.lm_variant])
+        + " " + sets([f"seed={w.lm_seed}", f"name=lm-smoke-{w.lm_variant}-seed{w.lm_seed}",
+                      f"task.model={LM_SMOKE_DIR}"]),
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} --no-progress"
+
+
+rule lm_smoke_aggregate:
+    input:
+        LM_SMOKE_RUNS,
+    output:
+        "results/lm_smoke/metrics.csv",
+    shell:
+        "{HISO} aggregate {input} --out {output}"
+
+
+rule lm_smoke_report:
+    input:
+        "results/lm_smoke/metrics.csv",
+    output:
+        fig="figures/lm_smoke_convergence.png",
+        md="paper_tables/lm_smoke.md",
+        csv="paper_tables/lm_smoke.csv",
+    params:
+        title="LM smoke tier: tiny random OPT on the synthetic task (CPU)",
+    shell:
+        "{HISO} figure convergence {input} --out {output.fig} && "
+        "{HISO} table convergence {input} --out {output.md} --csv {output.csv} "
+        "--title {params.title:q} --reach {LM_SMOKE[reach]} --reference {LM_SMOKE[reference]}"
+
+
+ALL_OUTPUTS += rules.lm_smoke_report.output
+
+
+# -- paper grid -------------------------------------------------------------------------------
+def lm_paper_jobs():
+    """(model, task, method, seed) of every paper-grid run, each once."""
+    jobs = []
+    for grid in LM_PAPER["grids"].values():
+        for m in grid["models"]:
+            for t in grid["tasks"]:
+                for v in grid["methods"]:
+                    for s in LM_PAPER["seeds"]:
+                        if (m, t, v, s) not in jobs:
+                            jobs.append((m, t, v, s))
+    return jobs
+
+
+LM_PAPER_JOBS = lm_paper_jobs()
+LM_PAPER_PAIRS = sorted({(m, t) for m, t, _, _ in LM_PAPER_JOBS})
+
+
+def lm_pair_runs(w):
+    return [f"results/lm_paper/{m}/{t}/{v}/seed{s}/summary.json"
+            for m, t, v, s in LM_PAPER_JOBS if (m, t) == (w.lm_model, w.lm_task)]
+
+
+rule lm_paper_run:
+    output:
+        "results/lm_paper/{lm_model}/{lm_task}/{lm_variant}/seed{lm_seed}/summary.json",
+    params:
+        sets=lambda w: lm_method_sets(LM_PAPER["methods"][w.lm_variant])
+        + " " + sets([f"task.model={LM_PAPER['models'][w.lm_model]}", f"task.dataset={w.lm_task}",
+                      *LM_PAPER["tasks"][w.lm_task], f"seed={w.lm_seed}",
+                      f"name=lm-{w.lm_model}-{w.lm_task}-{w.lm_variant}-seed{w.lm_seed}"]),
+        out=lambda w, output: os.path.dirname(output[0]),
+    resources:
+        gpu=1,
+    shell:
+        "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} --no-progress"
+
+
+rule lm_paper_aggregate:
+    input:
+        lm_pair_runs,
+    output:
+        "results/lm_paper/{lm_model}/{lm_task}/metrics.csv",
+    shell:
+        "{HISO} aggregate {input} --out {output}"
+
+
+rule lm_paper_report:
+    input:
+        "results/lm_paper/{lm_model}/{lm_task}/metrics.csv",
+    output:
+        fig="figures/lm_{lm_model}_{lm_task}.png",
+        md="paper_tables/lm_{lm_model}_{lm_task}.md",
+        csv="paper_tables/lm_{lm_model}_{lm_task}.csv",
+    params:
+        title=lambda w: f"{LM_PAPER['models'][w.lm_model]} on {w.lm_task} (paper grid)",
+        reference=lambda w: (f"--reference {LM_PAPER['reference']}"
+                             if any(v == LM_PAPER["reference"] for m, t, v, _ in LM_PAPER_JOBS
+                                    if (m, t) == (w.lm_model, w.lm_task)) else ""),
+    shell:
+        "{HISO} figure convergence {input} --out {output.fig} && "
+        "{HISO} table convergence {input} --out {output.md} --csv {output.csv} "
+        "--title {params.title:q} {params.reference}"
+
+
+rule lm_paper_all:
+    """Every paper-grid figure and table (also part of reproduce-all with --config tier=paper)."""
+    input:
+        [f"paper_tables/lm_{m}_{t}.md" for m, t in LM_PAPER_PAIRS],
+        [f"figures/lm_{m}_{t}.png" for m, t in LM_PAPER_PAIRS],
+
+
+if TIER == "paper":
+    ALL_OUTPUTS += rules.lm_paper_all.input

@@ -55,7 +55,8 @@ from .directions import DirectionSampler
 from .zo import Params, Perturbation
 
 Slot = tuple[nn.Module, str, int]  # (owning module, attribute, master index)
-DEFAULT_CHUNK_NUMEL = 1 << 22  # 4M elements: 16 MB in float32
+DEFAULT_CHUNK_NUMEL = 1 << 20  # 1M elements: 4 MB in float32
+SCRATCH_NUMEL = 1 << 20        # the rsqrt(H) scratch of a perturbation
 
 
 def return_large_frees_to_os(threshold: int = 4 << 20) -> bool:
@@ -436,6 +437,18 @@ class FunctionalModule:
             s = self._samplers.sampler = DirectionSampler(like.kind, like.device)
         return s
 
+    def _mul_rsqrt(self, u: torch.Tensor, H: torch.Tensor) -> None:
+        """u *= rsqrt(H), elementwise as in zo.direction, through a small scratch slice by slice
+        (elementwise ops give the same bits in slices; no tensor-sized temporary)."""
+        flat_u, flat_h = u.view(-1), H.reshape(-1)
+        n, step = flat_u.numel(), SCRATCH_NUMEL
+        scratch, token = self._pool.take(torch.Size([min(n, step)]), torch.float32)
+        for a in range(0, n, step):
+            b = min(a + step, n)
+            r = torch.rsqrt(flat_h[a:b], out=scratch[: b - a])
+            flat_u[a:b].mul_(r)
+        self._pool.give(scratch, token)
+
     def _make(self, i: int, params: Params, pert: Perturbation | None, sampler) -> tuple:
         """The weight tensor of master ``i`` for this forward, and its pool token
         (``False``: not a pool buffer, nothing to recycle)."""
@@ -452,9 +465,7 @@ class FunctionalModule:
         # way it is computed (a test checks it bit for bit); temporaries come from the pool
         sampler.sample(pert.seed, i, master, out=u)
         if pert.H is not None:
-            r, rtoken = self._pool.take(master.shape, torch.float32)
-            u.mul_(torch.rsqrt(pert.H[i], out=r))
-            self._pool.give(r, rtoken)
+            self._mul_rsqrt(u, pert.H[i])
         u.mul_(pert.scale).add_(master)
         if self.dtype == torch.float32:
             return u, token

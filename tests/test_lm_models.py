@@ -95,16 +95,14 @@ def test_bad_local_paths_are_user_errors(tmp_path):
 
 
 def test_cli_run_offline_fails_in_one_line_with_status_2(tmp_path):
-    """The whole command, cold interpreter included, fails fast and names the model."""
+    """The whole command fails with one line naming the model (its speed is measured in-process
+    above: a cold interpreter's torch import on a loaded machine is not what is under test)."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("task: {name: lm, model: facebook/opt-125m, dataset: synthetic, n_train: 12,"
                    " n_dev: 2, n_eval: 4}\nmethod: {name: decomfl}\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home"))
-    t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "hiso", "run", str(cfg), "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, env=env, cwd=ROOT)
-    elapsed = time.perf_counter() - t0
     assert out.returncode == 2
     assert "facebook/opt-125m" in out.stderr and out.stderr.strip().count("\n") == 0
     assert not (tmp_path / "r").exists()
-    assert elapsed < 15.0  # interpreter + torch import on a loaded 2-core box; the failure itself is ms

@@ -445,8 +445,9 @@ class FunctionalModule:
         scratch, token = self._pool.take(torch.Size([min(n, step)]), torch.float32)
         for a in range(0, n, step):
             b = min(a + step, n)
-            r = torch.rsqrt(flat_h[a:b], out=scratch[: b - a])
-            flat_u[a:b].mul_(r)
+            torch.rsqrt(flat_h[a:b], out=scratch[: b - a])
+            flat_u[a:b].mul_(scratch[: b - a])
+        del flat_u, flat_h  # views: they would keep the storage "in use" for the pool
         self._pool.give(scratch, token)
 
     def _make(self, i: int, params: Params, pert: Perturbation | None, sampler) -> tuple:

@@ -242,7 +242,8 @@ def cmd_table(args) -> int:
         parts = [f"Median over runs (seeds) of the eval-split {metric}, evaluated every few rounds"]
         if args.reach is not None:
             parts.append(f"rounds to reach {metric} >= {args.reach:g} (first evaluation at or "
-                         f"above it; NaN: not reached) and the bytes exchanged by then")
+                         f"above it; median over the runs that reached it, counted in "
+                         f"runs_reaching; NaN: none did) and the bytes exchanged by then")
         if args.reference is not None:
             parts.append(f"rounds to reach {args.reference}'s best {metric} "
                          f"({table.attrs['reference_best']:.4g}, median over its runs)")

@@ -61,9 +61,9 @@ class LMConfig:
     max_new_tokens: int = field(default=16, metadata={"ge": 1})  # greedy answers (SQuAD)
     #: regular expressions (re.search) over parameter names; null: full-parameter tuning
     trainable: list[str] | None = None
-    #: threads drawing a block's random directions (values do not depend on it); null: 2 on a
-    #: multi-core CPU (the seeded normal generator is single-threaded), 1 on CUDA
-    direction_threads: int | None = field(default=None, metadata={"ge": 1})
+    #: threads drawing a block's random directions at once (the values do not depend on it).
+    #: 1 by default: on our 2-core box, 2 threads (each op itself multi-threaded) were slower
+    direction_threads: int = field(default=1, metadata={"ge": 1})
 
     def check(self, path: str) -> None:
         from ..text.templates import TASKS as TEXT_TASKS
@@ -124,16 +124,11 @@ class LMTask(Task):
             trainable = lambda name: any(p.search(name) for p in patterns)  # noqa: E731
         try:
             self.fm = FunctionalModule(model, trainable, self.dtype, self.device,
-                                       workers=self._direction_threads())
+                                       workers=cfg.direction_threads)
         except ValueError as exc:
             raise UserError(f"task.trainable: {exc}") from None
         self.parts = self._partition()
         self._eval_cache: dict[str, list] = {}
-
-    def _direction_threads(self) -> int:
-        if self.cfg.direction_threads is not None:
-            return self.cfg.direction_threads
-        return 1 if self.device.type == "cuda" else min(2, torch.get_num_threads())
 
     # -- parameters --------------------------------------------------------------------------
     def init_params(self) -> Params:

@@ -456,14 +456,24 @@ def _names(df, wanted):
     return list(wanted)
 
 
+def _lrs(df) -> dict:
+    """{name: lr} from the runs' resolved configs, when the run directories are at hand."""
+    try:
+        return {n: p[1] for n, p in _run_params(df).items()}
+    except (OSError, KeyError, TypeError):
+        return {}
+
+
 def _plot_bands(ax, df, names, x: str, positive: bool = False):
+    lrs = _lrs(df[df["name"].isin(names)])
     for n in names:
         xs, mean, lo, hi = _band(df, n, x)
         if positive:  # a log axis: drop round 0 (no bytes yet)
             keep = xs > 0
             xs, mean, lo, hi = xs[keep], mean[keep], lo[keep], hi[keep]
         seeds = df[df["name"] == n]["seed"].nunique()
-        (line,) = ax.plot(xs, mean, label=f"{n} ({seeds} seeds)")
+        lr = f"lr {lrs[n]:g}, " if n in lrs else ""
+        (line,) = ax.plot(xs, mean, label=f"{n} ({lr}{seeds} seeds)")
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
@@ -504,8 +514,8 @@ def cmd_figure(args) -> int:
             for ax in axes:
                 ax.set_xlabel("rounds")
             axes[0].legend(loc="lower right", fontsize=7)
-        fig.suptitle("digits, 64 clients, Dirichlet alpha = 1, lr selected on dev per variant; "
-                     "line: mean over seeds, band: min-max", fontsize=9)
+        fig.suptitle("digits, 64 clients, Dirichlet alpha = 1; lr selected on the dev split "
+                     "(legend); line: mean over seeds, band: min-max", fontsize=9)
     fig.tight_layout()
     _save_fig(fig, args.out)
     return 0

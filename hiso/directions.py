@@ -45,7 +45,8 @@ class DirectionSampler:
 
     Gaussian is the method's distribution (u ~ N(0, I)); Rademacher (+-1) is offered as a cheaper
     option with the same first two moments. ``rademacher_bits`` is the same distribution drawn
-    about 3x faster than a Gaussian (and 40x faster than ``rademacher``): the stream's generator
+    about 8x faster than a Gaussian (one thread: 0.56 vs 4.6 ns per element; ``rademacher``'s
+    int8 draw is slower than either, 6.3 ns): the stream's generator
     fills full-range int64 words, and u_k = 1 - 2 * (bit k mod 8 of byte k div 8 of the words
     viewed as little-endian bytes), so one draw gives 64 signs. Its values differ from
     ``rademacher``'s (another stream layout), not its law.

@@ -151,6 +151,7 @@ def load_model(src: ModelSource):
     import torch
     from transformers import AutoModelForCausalLM
 
+    _quiet()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             src.path, revision=src.revision, cache_dir=src.cache_dir,
@@ -159,6 +160,13 @@ def load_model(src: ModelSource):
         raise UserError(f"model {src.name}: cannot load it ({_one_line(exc)}). "
                         f"{_how_to_provide(src.name)}") from None
     return model.eval()
+
+
+def _quiet() -> None:
+    """No per-tensor progress bars in run logs (transformers draws one per load and save)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def load_causal_lm(name: str, revision: str | None = None, cache_dir: str | None = None):
@@ -184,6 +192,7 @@ def build_tiny(out: str | os.PathLike, task: str = "synthetic", seed: int = 0, h
             texts.extend(s.candidates or s.golds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _quiet()
     tok = fixtures.build_tiny_tokenizer(fixtures.words_in(texts))
     fixtures.build_tiny_opt(tok, out, seed=seed, hidden=hidden, layers=layers, heads=heads,
                             ffn=ffn, max_pos=max_pos)

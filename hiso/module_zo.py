@@ -10,12 +10,13 @@ without assuming the module holds those tensors, and without ever writing to the
   still answer correctly, and any use of a weight outside its block gives a NaN loss rather than
   a silently wrong one). The module's own weights are handed over as the masters; no second copy
   is kept.
-* Inside ``with fm.bind(params, pert):`` a forward pre-hook on each *unit* (every child of an
-  ``nn.ModuleList``, i.e. each transformer block, plus every other module that owns parameters)
-  builds that unit's weights right before it runs: ``params[i] + pert.delta(i)`` in float32,
-  exactly the tensor ``zo.PerturbBuffer`` would produce, then cast to the forward dtype. The
-  forward hook puts the placeholders back and recycles the buffers, so at most one block's
-  perturbed weights exist at a time. Without ``pert`` (fp32) the masters are used directly:
+* Inside ``with fm.bind(params, pert):`` a forward pre-hook on each *unit* (every module that
+  owns parameters; with ``workers > 1``, every child of an ``nn.ModuleList``, i.e. each
+  transformer block, so that its tensors can be drawn concurrently) builds that unit's weights
+  right before it runs: ``params[i] + pert.delta(i)`` in float32, exactly the tensor
+  ``zo.PerturbBuffer`` would produce, then cast to the forward dtype. The forward hook puts the
+  placeholders back and recycles the buffers, so at most one layer's (one block's) perturbed
+  weights exist at a time. Without ``pert`` (fp32) the masters are used directly:
   the unperturbed forward costs nothing extra, and autograd flows into ``params``.
 * Large embedding / output matrices outside the blocks (the vocabulary matrix: 31% of OPT-125M)
   are split row-wise into master *chunks* of at most ``chunk_numel`` elements, each its own
@@ -41,6 +42,7 @@ entry ``i`` for every party (``names[i]`` says which, e.g. ``...embed_tokens.wei
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import threading
 import types
@@ -80,6 +82,27 @@ def return_large_frees_to_os(threshold: int = 4 << 20) -> bool:
         return bool(libc.mallopt(-3, int(threshold)))  # -3: M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def _serial_ops(enabled: bool = True) -> Iterator[None]:
+    """Run the enclosed torch ops on the calling thread alone.
+
+    Why: building a perturbation is ~6 elementwise ops per tensor, ~900 multi-threaded ops per
+    sweep at OPT-125M. Each one is a parallel region that waits for its slowest thread, and on a
+    busy machine a descheduled thread costs milliseconds: measured, sweeps then cost more than
+    the forward itself. The generator is single-threaded anyway; parallelism, when wanted, comes
+    from ``workers`` (independent tensors on plain threads, one join per block).
+    """
+    n = torch.get_num_threads()
+    if not enabled or n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _storage_uses(t: torch.Tensor) -> int | None:
@@ -236,7 +259,9 @@ class FunctionalModule:
                     self._install_chunked(mod, chunks_of[id(p)])
                 else:
                     i = index_of[id(p)]
-                    unit_name = _unit_of(mname, units)
+                    # hooks on each parameter-owning module keep one weight alive at a time;
+                    # with several workers a whole block is built at once, so they can share it
+                    unit_name = _unit_of(mname, units) if self.workers > 1 else None
                     unit = units[unit_name] if unit_name is not None else mod
                     self._slots.setdefault(id(unit), []).append((mod, attr, i))
                     unit_modules[id(unit)] = unit
@@ -381,8 +406,11 @@ class FunctionalModule:
 
     def _chunked_embedding(self, mod: nn.Embedding, spans, input: torch.Tensor) -> torch.Tensor:
         flat = input.reshape(-1)
-        # a chunk holding no token of this batch is not built at all
-        hit = [(i, a, b) for i, a, b in spans if bool(((flat >= a) & (flat < b)).any())]
+        # a chunk holding no token of this batch is not built at all (one host sync in all)
+        ids = torch.unique(flat).tolist()
+        if ids and (ids[0] < 0 or ids[-1] >= spans[-1][2]):
+            raise IndexError(f"token id out of range [0, {spans[-1][2]})")
+        hit = [(i, a, b) for i, a, b in spans if bisect.bisect_left(ids, a) < bisect.bisect_left(ids, b)]
         out = None
         for a, b, w, token in self._chunks(hit):
             sel = (flat >= a) & (flat < b)
@@ -408,7 +436,8 @@ class FunctionalModule:
     def _make_many(self, todo: list[int], params: Params, pert: Perturbation | None) -> dict:
         if pert is None or self.workers == 1 or len(todo) < 2:
             sampler = pert.sampler if pert is not None else None
-            return {i: self._make(i, params, pert, sampler) for i in todo}
+            with _serial_ops(pert is not None):
+                return {i: self._make(i, params, pert, sampler) for i in todo}
         # longest-processing-time split of the unit's tensors over the workers
         groups: list[list[int]] = [[] for _ in range(self.workers)]
         loads = [0] * self.workers
@@ -426,7 +455,7 @@ class FunctionalModule:
 
     def _make_group(self, group: list[int], params: Params, pert: Perturbation, main: bool = False) -> dict:
         sampler = pert.sampler if main else self._thread_sampler(pert.sampler)
-        with torch.no_grad():
+        with torch.no_grad(), _serial_ops():
             return {i: self._make(i, params, pert, sampler) for i in group}
 
     def _thread_sampler(self, like: DirectionSampler) -> DirectionSampler:

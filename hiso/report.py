@@ -114,12 +114,18 @@ def cmd_figure(args) -> int:
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, x, label in ((axes[0], "round", "rounds"), (axes[1], "bytes_total", "bytes exchanged (up + down)")):
-        sns.lineplot(df, x=x, y=metric, hue="method", estimator=np.median, errorbar=("pi", 100),
-                     ax=ax)
+        if higher_better and x == "bytes_total":
+            # seeds differ in bytes (catch-up downlinks depend on who was sampled): a median
+            # across seeds at equal x would zigzag, so draw every run
+            sns.lineplot(df, x=x, y=metric, hue="method", units="run", estimator=None, lw=0.8, ax=ax)
+            ax.set_ylabel(f"{metric} (one line per run)")
+        else:
+            sns.lineplot(df, x=x, y=metric, hue="method", estimator=np.median, errorbar=("pi", 100),
+                         ax=ax)
+            ax.set_ylabel(f"{metric} (median, band: min-max over seeds)")
         if not higher_better:  # gaps and losses span decades; accuracies do not
             ax.set_yscale("log")
         ax.set_xlabel(label)
-        ax.set_ylabel(f"{metric} (median, band: min-max over seeds)")
     axes[1].set_xscale("log")
     fig.tight_layout()
     _save_fig(fig, args.out)

@@ -5,7 +5,7 @@ the shapes of its tensors, how to initialise them from a seed, and ``forward(par
 Nothing is stored in an ``nn.Module``, so evaluating at x + mu z is just calling ``forward`` with
 other tensors, and autograd (for the first-order baselines) works on the same code. ``forward``
 also takes one flat vector (the tasks use that: one seeded Gaussian draw per perturbation instead
-of one per tensor, which is most of a ZO step's cost for a model this small).
+of one per tensor, a sizeable share of a ZO step's cost for a model this small).
 
 * ``cnn``: conv3x3(c1) - ReLU - maxpool2 - conv3x3(c2) - ReLU - maxpool2 - linear(classes).
   With 8x8 inputs and (c1, c2) = (8, 16) it has 1,898 parameters; with 28x28 MNIST 9,098.

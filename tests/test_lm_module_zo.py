@@ -216,3 +216,25 @@ def test_pool_does_not_recycle_an_aliased_buffer():
     del view
     pool.give(again, _)
     assert pool.take((4, 4), torch.float32)[0] is again
+
+
+def test_embedding_builds_only_the_chunks_its_tokens_live_in(tok, monkeypatch):
+    model = make("opt", tok)
+    fm = FunctionalModule(model, chunk_numel=96)  # 3 vocabulary rows per chunk
+    params = fm.take_initial()
+    chunks = {i for i, n in enumerate(fm.names) if "embed_tokens" in n}
+    built = []
+    original = FunctionalModule._make
+
+    def counting(self, i, *args):
+        built.append(i)
+        return original(self, i, *args)
+
+    monkeypatch.setattr(FunctionalModule, "_make", counting)
+    ids = torch.tensor([[1, 2, 2, 1]])  # rows 0-2: chunk 0 only
+    with torch.no_grad(), fm.bind(params, Perturbation(1, 1e-3, DirectionSampler(), None)) as m:
+        m(input_ids=ids, attention_mask=torch.ones_like(ids))
+    per_chunk = {i: built.count(i) for i in chunks}
+    first = min(chunks)
+    assert per_chunk[first] == 2  # the lookup and the output layer
+    assert all(n == 1 for i, n in per_chunk.items() if i != first)  # the output layer only

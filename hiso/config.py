@@ -134,18 +134,8 @@ def resolve(data: dict) -> Resolved:
 
     run = build(RunConfig, data, "")
     methods = {**SCALAR_METHODS, **VECTOR_METHODS}
-    mdata = dict(run.method)
-    mname = mdata.pop("name", None)
-    if mname not in methods:
-        raise UserError(f"method.name: unknown method {mname!r} (known: {', '.join(sorted(methods))})")
-    mcls = methods[mname]
-    mcfg = build(mcls.Config, mdata, "method")
-    tdata = dict(run.task)
-    tname = tdata.pop("name", None)
-    if tname not in TASKS:
-        raise UserError(f"task.name: unknown task {tname!r} (known: {', '.join(sorted(TASKS))})")
-    tcls = TASKS[tname]
-    tcfg = build(tcls.Config, tdata, "task")
+    mcls, mcfg = _pick(methods, run.method, "method")
+    tcls, tcfg = _pick(TASKS, run.task, "task")
     if getattr(mcls, "centralised", False):
         # one client holding all the data
         run.federation.clients = 1
@@ -159,3 +149,13 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Resolved:
 
 def dump_yaml(d: dict) -> str:
     return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+
+
+def _pick(registry: dict, section: dict, key: str):
+    """(class, validated Config) of the ``key`` section's ``name`` in ``registry``."""
+    data = dict(section)
+    name = data.pop("name", None)
+    if name not in registry:
+        raise UserError(f"{key}.name: unknown {key} {name!r} (known: {', '.join(sorted(registry))})")
+    cls = registry[name]
+    return cls, build(cls.Config, data, key)

@@ -549,18 +549,8 @@ def spectral_illustration(
     depends on the units of A: scaling A by c scales ``L kappa`` and ``L d`` by c, whereas
     ``zeta`` is scale-free once ``eps`` scales with A, since it is a sum of ratios A_i / H_i.
     """
-    if draws < 1:
-        raise ValueError(f"draws must be >= 1, got {draws}")
-    rng = np.random.default_rng(seed)
-    sig = rng.lognormal(log_mean, log_sd, size=(draws, d))
-    zeta = np.sum(sig / (sig + eps), axis=1)
-    l_kappa = np.sum(sig, axis=1)  # L * Tr(Sigma) / L
-    l_d = np.max(sig, axis=1) * d
-    return {
-        "zeta": float(np.median(zeta)),
-        "L_kappa": float(np.median(l_kappa)),
-        "L_d": float(np.median(l_d)),
-    }
+    per_draw = spectral_illustration_draws(d, log_mean, log_sd, eps, draws, seed)
+    return {k: float(np.median(v)) for k, v in per_draw.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -661,8 +651,7 @@ def spectral_illustration_draws(
 ) -> dict[str, FloatArray]:
     """Per-draw ``zeta``, ``L * kappa`` and ``L * d`` of :func:`spectral_illustration`.
 
-    Same draws (same generator use) as :func:`spectral_illustration`, whose values are the
-    medians of these arrays. ``scale`` multiplies Sigma *and* eps (a change of the units of A):
+    :func:`spectral_illustration` gives the medians of these arrays. ``scale`` multiplies Sigma *and* eps (a change of the units of A):
     ``L kappa`` and ``L d`` scale by it, ``zeta`` does not (a sum of ratios A_i / (A_i + eps)).
     """
     if draws < 1:

@@ -11,12 +11,7 @@ from hiso.text import fixtures
 from hiso.zo import Perturbation, PerturbBuffer, params_sha256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,8 @@ class LMConfig:
     #: regular expressions (re.search) over parameter names; null: full-parameter tuning
     trainable: list[str] | None = None
     #: threads drawing a block's random directions at once (the values do not depend on it).
-    #: 1 by default: on our 2-core box, 2 threads (each op itself multi-threaded) were slower
+    #: 1 by default: at the OPT-125M shape on 2 cores, 2 threads cut the median Gaussian step
+    #: only from 1.58 to 1.51 forwards' worth (benchmarks/lm_step.py), within the noise
     direction_threads: int = field(default=1, metadata={"ge": 1})
 
     def check(self, path: str) -> None:

@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted path, value parsed as YAML); repeatable")
     r.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    r.add_argument("--lr-from", metavar="SEL.json",
+                   help="set method.lr to the lr a `hiso select` file chose (after --set)")
 
     c = sub.add_parser("check", help="validate a config and print it resolved")
     c.add_argument("config")
@@ -32,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import report
 
     report.add_commands(sub)
+    from . import selection; selection.add_commands(sub)  # noqa: E702 (hiso select)
     from . import digits_report; digits_report.add_commands(sub)  # noqa: E702 (hiso digits ...)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     return p
@@ -59,7 +62,12 @@ def _dispatch(args) -> int:
     if args.command == "run":
         from .runner import Run
 
-        resolved = config.load(args.config, args.overrides)
+        overrides = list(args.overrides)
+        if args.lr_from:
+            from .selection import selected_lr
+
+            overrides.append(f"method.lr={selected_lr(args.lr_from)!r}")
+        resolved = config.load(args.config, overrides)
         summary = Run(resolved, Path(args.out), progress=not args.no_progress).execute()
         print(f"{args.out}: {summary['status']} after {summary['rounds']} rounds, "
               f"{summary['metric']} = {summary['final_metric']}", file=sys.stderr)

@@ -6,11 +6,6 @@ Subcommands of ``hiso digits``:
     several seeds of one variant in one process (normal run directories; start-up is paid once).
     ``--lr-variant V`` takes the lr that SEL.json selected for variant V (the nu ablation runs
     at HiSo's selected lr).
-``select RUN_DIR ... --out SEL.json [--csv grid.csv]``
-    the learning rate of one variant from its grid runs, on the *dev* split only: score of a run
-    = its dev accuracy averaged over its last ``--last`` evaluations; score of an lr = mean over
-    the selection seeds; the best score wins (ties: the smaller lr).
-``table selection SEL.json ... --out t.md --csv t.csv``   the grids and what was selected.
 ``table speedup metrics.csv --baseline decomfl --out t.md --csv t.csv``
     rounds to reach the baseline's best accuracy (the paper's Table 2 metric) and rounds to a
     common target accuracy, per seed (paired by seed), with bytes.
@@ -18,7 +13,7 @@ Subcommands of ``hiso digits``:
 ``figure hessian RUN_DIR ... --out fig.png``               histogram of HiSo's learned H (H.npy).
 
 ``metrics.csv`` is ``hiso aggregate`` over the report runs; a run's variant is its config
-``name``. Nothing here ever selects on the eval split: ``select`` reads ``dev_accuracy`` only.
+``name``. Learning rates are selected on the dev split by ``hiso select`` (:mod:`hiso.selection`).
 """
 
 from __future__ import annotations
@@ -32,8 +27,8 @@ import yaml
 
 from . import io
 from .errors import UserError
+from .selection import run_dir, selected_lr
 
-SCORE = "dev_accuracy"   # selection metric (dev split)
 METRIC = "accuracy"      # reported metric (eval split)
 
 
@@ -48,21 +43,15 @@ def add_commands(sub) -> None:
     r.add_argument("--name", required=True, help="the variant's name (config key `name`)")
     lr = r.add_mutually_exclusive_group()
     lr.add_argument("--lr", type=float, help="method.lr")
-    lr.add_argument("--lr-from", help="a selection JSON written by `hiso digits select`")
+    lr.add_argument("--lr-from", help="a selection JSON written by `hiso select`")
     r.add_argument("--lr-variant", help="the variant --lr-from selected for (default: --name); "
                                         "e.g. an ablation run at another variant's selected lr")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     r.set_defaults(handler=cmd_run)
 
-    s = dsub.add_parser("select", help="choose a variant's lr on the dev split from its grid runs")
-    s.add_argument("runs", nargs="+", help="run directories (or their summary.json)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--last", type=int, default=3, help="evaluations averaged per run (default 3)")
-    s.set_defaults(handler=cmd_select)
-
     t = dsub.add_parser("table", help="write a digits table (Markdown + CSV)")
-    t.add_argument("kind", choices=["speedup", "selection"])
-    t.add_argument("inputs", nargs="+", help="metrics.csv (speedup) or selection JSONs (selection)")
+    t.add_argument("kind", choices=["speedup"])
+    t.add_argument("inputs", nargs="+", help="metrics.csv")
     t.add_argument("--out", required=True)
     t.add_argument("--csv", required=True)
     t.add_argument("--baseline", default="decomfl")
@@ -70,8 +59,6 @@ def add_commands(sub) -> None:
                    help="common target accuracy (default: --target-fraction x the lowest best "
                         "mean accuracy among the scalar-only variants)")
     t.add_argument("--target-fraction", type=float, default=0.95)
-    t.add_argument("--title", default="Digits: learning-rate selection on the dev split",
-                   help="heading of the selection table")
     t.set_defaults(handler=cmd_table)
 
     f = dsub.add_parser("figure", help="draw a digits figure")
@@ -91,11 +78,7 @@ def cmd_run(args) -> int:
         raise UserError(f"--out {args.out}: must contain {{seed}}")
     extra = [f"name={args.name}"]
     if args.lr_from:
-        sel = _read_json(args.lr_from)
-        want = args.lr_variant or args.name
-        if sel.get("name") != want:
-            raise UserError(f"{args.lr_from}: selects for {sel.get('name')!r}, not {want!r}")
-        extra.append(f"method.lr={sel['lr']!r}")
+        extra.append(f"method.lr={selected_lr(args.lr_from, args.lr_variant or args.name)!r}")
     elif args.lr is not None:
         extra.append(f"method.lr={args.lr!r}")
     runs = [(load(args.config, args.overrides + extra + [f"seed={s}"]), Path(args.out.format(seed=s)))
@@ -107,84 +90,6 @@ def cmd_run(args) -> int:
               f"{summary['metric']} = {summary['final_metric']}", flush=True)
         status |= summary["status"] not in ("ok", "diverged")
     return int(status)
-
-
-def _run_dir(path) -> Path:
-    p = Path(path)
-    return p if p.is_dir() else p.parent
-
-
-def _read_json(path) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: not found")
-    return json.loads(p.read_text())
-
-
-def _read_run(path) -> tuple[dict, dict, list[dict]]:
-    d = _run_dir(path)
-    for name in ("config.yaml", "summary.json", "metrics.jsonl"):
-        if not (d / name).exists():
-            raise UserError(f"{d / name}: missing (not a finished run directory)")
-    cfg = yaml.safe_load((d / "config.yaml").read_text())
-    return cfg, _read_json(d / "summary.json"), io.read_jsonl(d / "metrics.jsonl")
-
-
-# -- selection ---------------------------------------------------------------------------------
-def run_score(records: list[dict], last: int) -> float:
-    """Mean dev accuracy over the last ``last`` evaluations (non-finite counts as 0)."""
-    vals = [r.get(SCORE) for r in records if SCORE in r][-last:]
-    if not vals:
-        raise UserError(f"no {SCORE} in the run's metrics (select needs the dev split)")
-    return float(np.mean([v if v is not None and math.isfinite(v) else 0.0 for v in vals]))
-
-
-def _strip(cfg: dict) -> dict:
-    cfg = json.loads(json.dumps(cfg))
-    cfg.pop("seed", None)
-    cfg["method"].pop("lr", None)
-    return cfg
-
-
-def select_lr(runs: list[tuple[dict, dict, list[dict]]], last: int = 3) -> dict:
-    """The selection record of one variant from (config, summary, metrics) of its grid runs."""
-    if not runs:
-        raise UserError("select: no runs")
-    names = {c.get("name") for c, _, _ in runs}
-    if len(names) != 1:
-        raise UserError(f"select: runs of several variants {sorted(map(str, names))}")
-    ref = _strip(runs[0][0])
-    for c, _, _ in runs[1:]:
-        if _strip(c) != ref:
-            raise UserError("select: grid runs differ in more than method.lr and seed")
-    by_lr: dict[float, dict[int, tuple[float, str]]] = {}
-    for c, s, m in runs:
-        by_lr.setdefault(float(c["method"]["lr"]), {})[int(c["seed"])] = (run_score(m, last), s["status"])
-    seed_sets = {tuple(sorted(v)) for v in by_lr.values()}
-    if len(seed_sets) != 1:
-        raise UserError(f"select: learning rates were run on different seeds {sorted(seed_sets)}")
-    grid = []
-    for lr in sorted(by_lr):
-        per = by_lr[lr]
-        grid.append({"lr": lr, "score": float(np.mean([v[0] for v in per.values()])),
-                     "per_seed": {str(k): v[0] for k, v in sorted(per.items())},
-                     "statuses": sorted({v[1] for v in per.values()})})
-    best = max(grid, key=lambda g: (g["score"], -g["lr"]))  # ties: the smaller lr
-    lrs = [g["lr"] for g in grid]
-    return {
-        "name": names.pop(), "lr": best["lr"], "score": best["score"],
-        "criterion": f"mean over selection seeds of {SCORE} averaged over each run's last {last} "
-                     f"evaluations (dev split; eval split never read)",
-        "seeds": list(seed_sets.pop()), "at_grid_edge": len(lrs) > 1 and best["lr"] in (lrs[0], lrs[-1]),
-        "grid": grid,
-    }
-
-
-def cmd_select(args) -> int:
-    sel = select_lr([_read_run(p) for p in args.runs], args.last)
-    io.atomic_write_json(args.out, sel)
-    print(f"{sel['name']}: lr = {sel['lr']:g} (dev score {sel['score']:.4f})")
-    return 0
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -332,8 +237,6 @@ def _md_table(header: list[str], rows: list[list]) -> str:
 
 
 def cmd_table(args) -> int:
-    if args.kind == "selection":
-        return _table_selection(args)
     import pandas as pd
 
     if len(args.inputs) != 1:
@@ -407,34 +310,6 @@ def cmd_table(args) -> int:
                     r["ct_speedup"]] for r in per_seed if r["name"] != args.baseline]),
         "",
     ]
-    io.atomic_write_text(args.out, "\n".join(md))
-    return 0
-
-
-def _table_selection(args) -> int:
-    import pandas as pd
-
-    sels = [_read_json(p) for p in args.inputs]
-    rows = []
-    for s in sels:
-        for g in s["grid"]:
-            rows.append({"name": s["name"], "lr": g["lr"], "dev_score": g["score"],
-                         **{f"seed{k}": v for k, v in g["per_seed"].items()},
-                         "statuses": ",".join(g["statuses"]), "selected": g["lr"] == s["lr"]})
-    table = pd.DataFrame(rows)
-    io.atomic_write_text(args.csv, table.to_csv(index=False))
-    md = [f"# {args.title}", "",
-          f"Criterion: {sels[0]['criterion']}. Selection seeds {sels[0]['seeds']} are disjoint "
-          f"from the report seeds. `*` marks the selected lr; a selection at the edge of its grid "
-          f"is flagged.", ""]
-    body = []
-    for s in sels:
-        for g in s["grid"]:
-            body.append([s["name"], g["lr"], f"{g['score']:.4f}" + (" *" if g["lr"] == s["lr"] else ""),
-                         " ".join(f"{v:.3f}" for v in g["per_seed"].values()), ",".join(g["statuses"])])
-    md.append(_md_table(["variant", "lr", "dev score", "per seed", "status"], body))
-    edge = [s["name"] for s in sels if s["at_grid_edge"]]
-    md += ["", f"Selected at a grid edge: {', '.join(edge) if edge else 'none'}.", ""]
     io.atomic_write_text(args.out, "\n".join(md))
     return 0
 
@@ -525,7 +400,7 @@ def load_h(run_dirs) -> dict:
     """{nu label: (H entries pooled over runs, layer labels, per-run count)} from H.npy files."""
     groups: dict = {}
     for p in run_dirs:
-        d = _run_dir(p)
+        d = run_dir(p)
         if not (d / "H.npy").exists():
             raise UserError(f"{d / 'H.npy'}: missing (run with eval.save_h: true, a HiSo method)")
         cfg = yaml.safe_load((d / "config.yaml").read_text())

@@ -31,14 +31,16 @@ def add_commands(sub) -> None:
     f.add_argument("--out", required=True)
     f.set_defaults(handler=cmd_figure)
 
-    t = sub.add_parser("table", help="write a table (Markdown + CSV) from aggregated metrics")
-    t.add_argument("kind", choices=["convergence"])
-    t.add_argument("metrics")
+    t = sub.add_parser("table", help="write a table (Markdown + CSV): convergence from aggregated "
+                                     "metrics, or selection from `hiso select` JSONs")
+    t.add_argument("kind", choices=["convergence", "selection"])
+    t.add_argument("inputs", nargs="+", help="metrics.csv (convergence) or selection JSONs (selection)")
     t.add_argument("--out", required=True, help="Markdown file")
     t.add_argument("--csv", required=True, help="CSV file")
     t.add_argument("--target", type=float, default=1e-2,
                    help="relative reduction of the metric counted as reached (default 1e-2)")
-    t.add_argument("--title", default=None, help="Markdown heading (default: the task names)")
+    t.add_argument("--title", default=None, help="Markdown heading (default: the task names, or "
+                                                    "'Learning-rate selection on the dev split')")
     t.add_argument("--reach", type=float, default=None,
                    help="max-mode metrics (accuracy, F1): also count rounds and bytes to reach "
                         "this value")
@@ -240,7 +242,14 @@ def _max_table(df, metric: str, reach: float | None, reference: str | None):
 
 
 def cmd_table(args) -> int:
-    df = _read_metrics(args.metrics)
+    if args.kind == "selection":
+        from .selection import write_table
+
+        return write_table(args.inputs, args.out, args.csv,
+                           args.title or "Learning-rate selection on the dev split")
+    if len(args.inputs) != 1:
+        raise UserError(f"table convergence: expects one metrics CSV, got {len(args.inputs)} files")
+    df = _read_metrics(args.inputs[0])
     table = convergence_table(df, args.target, args.reach, args.reference)
     io.atomic_write_text(args.csv, table.to_csv(index=False))
     metric = df["metric"].iloc[0]

@@ -217,34 +217,6 @@ def test_hiso_with_nu_one_is_decomfl_on_the_cnn(tmp_path):
 
 
 # -- selection on dev, the pipeline's command line -----------------------------------------------
-def fake_run(lr: float, seed: int, dev: list[float], acc: list[float], name="v", status="ok"):
-    cfg = {"name": name, "seed": seed, "method": {"name": "decomfl", "lr": lr}, "task": {"name": "digits"}}
-    recs = [{"round": 10 * i, "dev_accuracy": d, "accuracy": a} for i, (d, a) in enumerate(zip(dev, acc))]
-    return cfg, {"status": status}, recs
-
-
-def test_selection_reads_dev_only_averages_last_evaluations_and_breaks_ties_low():
-    runs = []
-    for seed in (100, 101):
-        # lr 0.01: best on eval, worse on dev; lr 0.005: best on dev
-        runs.append(fake_run(0.01, seed, [0.1, 0.5, 0.6, 0.6], [0.1, 0.9, 0.95, 0.95]))
-        runs.append(fake_run(0.005, seed, [0.1, 0.6, 0.7, 0.8], [0.1, 0.2, 0.2, 0.2]))
-        runs.append(fake_run(0.02, seed, [0.1, 0.9, float("nan"), float("nan")], [0.1, 0.9, 0.9, 0.9],
-                             status="diverged"))
-    sel = dr.select_lr(runs, last=3)
-    assert sel["lr"] == 0.005 and sel["score"] == pytest.approx(0.7)
-    assert sel["seeds"] == [100, 101] and sel["at_grid_edge"]            # 0.005 is the grid's smallest
-    nan_row = [g for g in sel["grid"] if g["lr"] == 0.02][0]
-    assert nan_row["score"] == pytest.approx(0.3) and nan_row["statuses"] == ["diverged"]
-    tie = dr.select_lr([fake_run(0.01, 1, [0.5], [0]), fake_run(0.003, 1, [0.5], [0]),
-                        fake_run(0.001, 1, [0.2], [0])], last=1)
-    assert tie["lr"] == 0.003 and not tie["at_grid_edge"]
-    with pytest.raises(UserError, match="several variants"):
-        dr.select_lr([fake_run(0.01, 1, [0.5], [0]), fake_run(0.003, 1, [0.5], [0], name="w")])
-    with pytest.raises(UserError, match="different seeds"):
-        dr.select_lr([fake_run(0.01, 1, [0.5], [0]), fake_run(0.003, 2, [0.5], [0])])
-
-
 def test_cli_grid_select_and_report_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.yaml").write_text(json.dumps(small_run({"name": "decomfl", **ZO}, **{"federation": {
@@ -253,8 +225,8 @@ def test_cli_grid_select_and_report_runs(tmp_path, monkeypatch):
         assert cli_main(["digits", "run", "c.yaml", "--name", "hiso_x", "--lr", lr, "--seeds", "100", "101",
                          "--out", f"grid/lr{lr}/seed{{seed}}", "--set", "method.name=hiso",
                          "--set", "method.nu=0.9"]) == 0
-    assert cli_main(["digits", "select", *[f"grid/lr{lr}/seed{s}" for lr in ("0.002", "0.02")
-                                           for s in (100, 101)], "--out", "sel.json"]) == 0
+    assert cli_main(["select", *[f"grid/lr{lr}/seed{s}" for lr in ("0.002", "0.02")
+                                 for s in (100, 101)], "--out", "sel.json"]) == 0
     sel = json.loads((tmp_path / "sel.json").read_text())
     assert sel["name"] == "hiso_x" and sel["lr"] in (0.002, 0.02)
     assert cli_main(["digits", "run", "c.yaml", "--name", "hiso_x", "--lr-from", "sel.json", "--seeds", "0",
@@ -272,7 +244,7 @@ def test_cli_grid_select_and_report_runs(tmp_path, monkeypatch):
                      "--set", "method.nu=0.99"]) == 0
     abl = yaml.safe_load((tmp_path / "abl/seed0/config.yaml").read_text())
     assert abl["method"]["lr"] == sel["lr"] and abl["name"] == "other" and abl["method"]["nu"] == 0.99
-    assert cli_main(["digits", "table", "selection", "sel.json", "--out", "s.md", "--csv", "s.csv"]) == 0
+    assert cli_main(["table", "selection", "sel.json", "--out", "s.md", "--csv", "s.csv"]) == 0
     assert "dev split" in (tmp_path / "s.md").read_text()
     assert cli_main(["digits", "figure", "hessian", "rep/seed0", "--out", "h.png"]) == 0
     assert (tmp_path / "h.png").stat().st_size > 1000

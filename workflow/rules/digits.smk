@@ -47,7 +47,7 @@ rule digits_select:
     output:
         DG_RES + "/selected/{dg_variant}.json",
     shell:
-        "{HISO} digits select {input} --out {output}"
+        "{HISO} select {input} --out {output}"
 
 
 rule digits_report_runs:
@@ -95,7 +95,7 @@ rule digits_report:
         "{HISO} digits figure ablation {input.metrics} --names {params.ablation} --out {output.ablation} && "
         "{HISO} digits figure hessian {input.hiso} --out {output.hessian} && "
         "{HISO} digits table speedup {input.metrics} --baseline {DG[baseline]} --out {output.md} --csv {output.csv} && "
-        "{HISO} digits table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv}"
+        "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} --title 'Digits: learning-rate selection on the dev split'"
 
 
 rule digits_checks:
@@ -107,7 +107,7 @@ rule digits_checks:
         md=f"paper_tables/{DG_PREFIX}_checks.md",
         csv=f"paper_tables/{DG_PREFIX}_checks.csv",
     shell:
-        "{HISO} digits table selection {input} --out {output.md} --csv {output.csv} "
+        "{HISO} table selection {input} --out {output.md} --csv {output.csv} "
         "--title 'Digits: side checks on the dev split (why is HiSo faster?)'"
 
 

@@ -1,7 +1,9 @@
 # Language-model fine-tuning (issue #4). Settings: configs/pipeline.yaml, section `lm`.
 #
 #   CPU tier (always): a tiny random OPT built locally (no hub) learns the synthetic task;
-#     HiSo, DeComFL, FedZO, FedAvg -> figures/lm_smoke_convergence.png, paper_tables/lm_smoke.md/.csv
+#     HiSo and DeComFL at lrs selected on the dev split (grid on the selection seeds, `hiso
+#     select`), FedZO and FedAvg at fixed lrs -> figures/lm_smoke_convergence.png,
+#     paper_tables/lm_smoke.md/.csv, paper_tables/lm_smoke_lr_selection.md/.csv
 #   Paper grid (`--config tier=paper`, GPUs + hub or a populated HF_HOME): OPT-125M..2.7B x
 #     {SST-2, QQP, SQuAD} x {HiSo, DeComFL, FedZO, FedAvg, FedAdam}, DeComFL's SuperGLUE tasks on
 #     OPT-125M/1.3B, and the reviewers' newer small models; one figure and one table per
@@ -20,6 +22,7 @@ wildcard_constraints:
     lm_model="[A-Za-z0-9_.-]+",
     lm_task="[A-Za-z0-9_]+",
     lm_seed="[0-9]+",
+    lm_lr="[0-9.e+-]+",
 
 
 def lm_method_sets(spec):
@@ -31,6 +34,13 @@ def lm_method_sets(spec):
 LM_SMOKE_DIR = LM_SMOKE["model_dir"]
 LM_SMOKE_RUNS = [f"results/lm_smoke/{v}/seed{s}/summary.json"
                  for v, spec in LM_SMOKE["runs"].items() for s in spec["seeds"]]
+# variants whose lr is selected on the dev split (the others run at their config's lr)
+LM_SMOKE_GRID = {v: [f"{float(lr):g}" for lr in spec["lrs"]]
+                 for v, spec in LM_SMOKE["runs"].items() if "lrs" in spec}
+
+
+def lm_smoke_selected(variant):
+    return [f"results/lm_smoke/selected/{variant}.json"] if variant in LM_SMOKE_GRID else []
 
 
 rule lm_smoke_model:
@@ -44,9 +54,36 @@ rule lm_smoke_model:
         "{LM_TINY} --out {params.out} --task synthetic {params.args}"
 
 
-rule lm_smoke_run:
+rule lm_smoke_grid:
+    """One lr of a variant's grid on one selection seed (all runs of a variant share its name)."""
     input:
         f"{LM_SMOKE_DIR}/config.json",
+    output:
+        "results/lm_smoke/grid/{lm_variant}/lr{lm_lr}/seed{lm_seed}/summary.json",
+    threads: 1
+    params:
+        sets=lambda w: lm_method_sets(LM_SMOKE["runs"][w.lm_variant])
+        + " " + sets([f"method.lr={w.lm_lr}", f"seed={w.lm_seed}", f"name=lm-smoke-{w.lm_variant}",
+                      f"task.model={LM_SMOKE_DIR}"]),
+        out=lambda w, output: os.path.dirname(output[0]),
+    shell:
+        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} --no-progress"
+
+
+rule lm_smoke_select:
+    input:
+        lambda w: expand("results/lm_smoke/grid/{v}/lr{lr}/seed{s}/summary.json", v=w.lm_variant,
+                         lr=LM_SMOKE_GRID[w.lm_variant], s=LM_SMOKE["selection_seeds"]),
+    output:
+        "results/lm_smoke/selected/{lm_variant}.json",
+    shell:
+        "{HISO} select {input} --out {output} --last {LM_SMOKE[select_last]}"
+
+
+rule lm_smoke_run:
+    input:
+        model=f"{LM_SMOKE_DIR}/config.json",
+        selected=lambda w: lm_smoke_selected(w.lm_variant),
     output:
         "results/lm_smoke/{lm_variant}/seed{lm_seed}/summary.json",
     threads: 1
@@ -54,9 +91,10 @@ rule lm_smoke_run:
         sets=lambda w: lm_method_sets(LM_SMOKE["runs"][w.lm_variant])
         + " " + sets([f"seed={w.lm_seed}", f"name=lm-smoke-{w.lm_variant}-seed{w.lm_seed}",
                       f"task.model={LM_SMOKE_DIR}"]),
+        lr_from=lambda w: " ".join(f"--lr-from {shlex.quote(p)}" for p in lm_smoke_selected(w.lm_variant)),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} --no-progress"
+        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} {params.lr_from} --no-progress"
 
 
 rule lm_smoke_aggregate:
@@ -70,17 +108,25 @@ rule lm_smoke_aggregate:
 
 rule lm_smoke_report:
     input:
-        "results/lm_smoke/metrics.csv",
+        metrics="results/lm_smoke/metrics.csv",
+        selected=[f"results/lm_smoke/selected/{v}.json" for v in LM_SMOKE_GRID],
     output:
         fig="figures/lm_smoke_convergence.png",
         md="paper_tables/lm_smoke.md",
         csv="paper_tables/lm_smoke.csv",
+        sel_md="paper_tables/lm_smoke_lr_selection.md",
+        sel_csv="paper_tables/lm_smoke_lr_selection.csv",
     params:
-        title="LM smoke tier: tiny random OPT on the synthetic task (CPU)",
+        title="LM smoke tier: tiny random OPT on the synthetic task (CPU); "
+        + ", ".join(LM_SMOKE_GRID) + " at lrs selected on the dev split (lm_smoke_lr_selection.md), "
+        + ", ".join(v for v in LM_SMOKE["runs"] if v not in LM_SMOKE_GRID) + " at fixed lrs",
+        sel_title="LM smoke tier: learning-rate selection on the dev split",
     shell:
-        "{HISO} figure convergence {input} --out {output.fig} && "
-        "{HISO} table convergence {input} --out {output.md} --csv {output.csv} "
-        "--title {params.title:q} --reach {LM_SMOKE[reach]} --reference {LM_SMOKE[reference]}"
+        "{HISO} figure convergence {input.metrics} --out {output.fig} && "
+        "{HISO} table convergence {input.metrics} --out {output.md} --csv {output.csv} "
+        "--title {params.title:q} --reach {LM_SMOKE[reach]} --reference {LM_SMOKE[reference]} && "
+        "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} "
+        "--title {params.sel_title:q}"
 
 
 ALL_OUTPUTS += rules.lm_smoke_report.output

@@ -1,0 +1,162 @@
+"""Learning-rate selection on the dev split, for any task whose runs record ``dev_*`` metrics.
+
+``hiso select RUN_DIR ... --out SEL.json [--last N]``
+    the learning rate of one variant from its grid runs (same config but ``method.lr`` and
+    ``seed``; the same seeds for every lr). Score of a run = its ``dev_accuracy`` averaged over
+    its last ``N`` evaluations (``--last 0``: all of them, i.e. the area under the dev curve,
+    which rewards speed as well as the end point); score of an lr = mean over the seeds; the
+    best score wins (ties: the smaller lr).
+``hiso table selection SEL.json ... --out t.md --csv t.csv``
+    the grids and what was selected.
+``hiso run CONFIG --lr-from SEL.json``
+    a run at the selected lr.
+
+Nothing here reads the eval split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from . import io
+from .errors import UserError
+
+SCORE = "dev_accuracy"  # the selection metric (dev split)
+
+
+def add_commands(sub) -> None:
+    s = sub.add_parser("select", help="choose a variant's lr on the dev split from its grid runs")
+    s.add_argument("runs", nargs="+", help="run directories (or their summary.json)")
+    s.add_argument("--out", required=True, help="selection JSON")
+    s.add_argument("--last", type=int, default=3,
+                   help="evaluations averaged per run (default 3; 0: all, the area under the curve)")
+    s.set_defaults(handler=cmd_select)
+
+
+def run_dir(path) -> Path:
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+def read_json(path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: not found")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{p}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def read_run(path) -> tuple[dict, dict, list[dict]]:
+    """(resolved config, summary, metrics records) of a finished run directory."""
+    d = run_dir(path)
+    for name in ("config.yaml", "summary.json", "metrics.jsonl"):
+        if not (d / name).exists():
+            raise UserError(f"{d / name}: missing (not a finished run directory)")
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    return cfg, read_json(d / "summary.json"), io.read_jsonl(d / "metrics.jsonl")
+
+
+def run_score(records: list[dict], last: int) -> float:
+    """Mean dev accuracy over the last ``last`` evaluations (0: all; non-finite counts as 0)."""
+    vals = [r.get(SCORE) for r in records if SCORE in r]
+    if last > 0:
+        vals = vals[-last:]
+    if not vals:
+        raise UserError(f"no {SCORE} in the run's metrics (select needs the dev split)")
+    return float(np.mean([v if v is not None and math.isfinite(v) else 0.0 for v in vals]))
+
+
+def _without_lr_and_seed(cfg: dict) -> dict:
+    cfg = json.loads(json.dumps(cfg))
+    cfg.pop("seed", None)
+    cfg["method"].pop("lr", None)
+    return cfg
+
+
+def select_lr(runs: list[tuple[dict, dict, list[dict]]], last: int = 3) -> dict:
+    """The selection record of one variant from (config, summary, metrics) of its grid runs."""
+    if not runs:
+        raise UserError("select: no runs")
+    if last < 0:
+        raise UserError(f"select: --last must be >= 0, got {last}")
+    names = {c.get("name") for c, _, _ in runs}
+    if len(names) != 1:
+        raise UserError(f"select: runs of several variants {sorted(map(str, names))}")
+    ref = _without_lr_and_seed(runs[0][0])
+    for c, _, _ in runs[1:]:
+        if _without_lr_and_seed(c) != ref:
+            raise UserError("select: grid runs differ in more than method.lr and seed")
+    by_lr: dict[float, dict[int, tuple[float, str]]] = {}
+    for c, s, m in runs:
+        by_lr.setdefault(float(c["method"]["lr"]), {})[int(c["seed"])] = (run_score(m, last), s["status"])
+    seed_sets = {tuple(sorted(v)) for v in by_lr.values()}
+    if len(seed_sets) != 1:
+        raise UserError(f"select: learning rates were run on different seeds {sorted(seed_sets)}")
+    grid = []
+    for lr in sorted(by_lr):
+        per = by_lr[lr]
+        grid.append({"lr": lr, "score": float(np.mean([v[0] for v in per.values()])),
+                     "per_seed": {str(k): v[0] for k, v in sorted(per.items())},
+                     "statuses": sorted({v[1] for v in per.values()})})
+    best = max(grid, key=lambda g: (g["score"], -g["lr"]))  # ties: the smaller lr
+    lrs = [g["lr"] for g in grid]
+    over = ("all of each run's evaluations (the area under its dev curve)" if last == 0
+            else f"each run's last {last} evaluations")
+    return {
+        "name": names.pop(), "lr": best["lr"], "score": best["score"],
+        "criterion": f"mean over selection seeds of {SCORE} averaged over {over} "
+                     f"(dev split; eval split never read)",
+        "seeds": list(seed_sets.pop()), "at_grid_edge": len(lrs) > 1 and best["lr"] in (lrs[0], lrs[-1]),
+        "grid": grid,
+    }
+
+
+def selected_lr(path, variant: str | None = None) -> float:
+    """The lr a selection JSON chose; ``variant``: the variant it must have been made for."""
+    sel = read_json(path)
+    if "lr" not in sel or "name" not in sel:
+        raise UserError(f"{path}: not a selection file (no 'name' / 'lr'; see `hiso select`)")
+    if variant is not None and sel["name"] != variant:
+        raise UserError(f"{path}: selects for {sel['name']!r}, not {variant!r}")
+    return float(sel["lr"])
+
+
+def cmd_select(args) -> int:
+    sel = select_lr([read_run(p) for p in args.runs], args.last)
+    io.atomic_write_json(args.out, sel)
+    print(f"{sel['name']}: lr = {sel['lr']:g} (dev score {sel['score']:.4f})")
+    return 0
+
+
+def write_table(inputs: list[str], out: str, csv: str, title: str) -> int:
+    """Markdown + CSV of selection JSONs: every grid point, its dev score, what was selected."""
+    import pandas as pd
+
+    sels = [read_json(p) for p in inputs]
+    rows, body = [], []
+    for s in sels:
+        for g in s["grid"]:
+            chosen = g["lr"] == s["lr"]
+            rows.append({"name": s["name"], "lr": g["lr"], "dev_score": g["score"],
+                         **{f"seed{k}": v for k, v in g["per_seed"].items()},
+                         "statuses": ",".join(g["statuses"]), "selected": chosen})
+            body.append(f"| {s['name']} | {g['lr']:g} | {g['score']:.4f}{' *' if chosen else ''} | "
+                        + " ".join(f"{v:.3f}" for v in g["per_seed"].values())
+                        + f" | {','.join(g['statuses'])} |")
+    edge = [s["name"] for s in sels if s["at_grid_edge"]]
+    md = [f"# {title}", "",
+          f"Criterion: {sels[0]['criterion']}. Selection seeds {sels[0]['seeds']} are disjoint "
+          f"from the report seeds. `*` marks the selected lr; a selection at the edge of its grid "
+          f"is flagged.", "",
+          "| variant | lr | dev score | per seed | status |", "|---|---|---|---|---|", *body, "",
+          f"Selected at a grid edge: {', '.join(edge) if edge else 'none'}.", ""]
+    io.atomic_write_text(csv, pd.DataFrame(rows).to_csv(index=False))
+    io.atomic_write_text(out, "\n".join(md))
+    return 0

@@ -1,4 +1,4 @@
-"""The digits check (the paper's Fig. 5 on CPU): batch runs, lr selection, figures and tables.
+"""The digits check (the paper's Fig. 5 on CPU): batch runs, figures and tables.
 
 Subcommands of ``hiso digits``:
 
@@ -33,7 +33,7 @@ METRIC = "accuracy"      # reported metric (eval split)
 
 
 def add_commands(sub) -> None:
-    d = sub.add_parser("digits", help="the digits check: batch runs, lr selection, figures, tables")
+    d = sub.add_parser("digits", help="the digits check: batch runs, figures, tables")
     dsub = d.add_subparsers(dest="digits_command", required=True)
 
     r = dsub.add_parser("run", help="run several seeds of one variant in one process")

@@ -7,7 +7,8 @@
 #   Paper grid (`--config tier=paper`, GPUs + hub or a populated HF_HOME): OPT-125M..2.7B x
 #     {SST-2, QQP, SQuAD} x {HiSo, DeComFL, FedZO, FedAvg, FedAdam}, DeComFL's SuperGLUE tasks on
 #     OPT-125M/1.3B, and the reviewers' newer small models; one figure and one table per
-#     (model, task): figures/lm_{model}_{task}.png, paper_tables/lm_{model}_{task}.md/.csv
+#     (model, task): figures/lm_{model}_{task}.png, paper_tables/lm_{model}_{task}.md/.csv, the
+#     latter with the published values of reference/paper_values.csv beside ours
 #     `snakemake reproduce-all --config tier=paper -n` lists every job offline: building the DAG
 #     reads only configs, never the hub.
 import json
@@ -15,6 +16,7 @@ import json
 LM = config["lm"]
 LM_SMOKE = LM["smoke"]
 LM_PAPER = LM["paper"]
+PAPER_VALUES = "reference/paper_values.csv"  # the published numbers, printed beside ours
 LM_TINY = f"{shlex.quote(sys.executable)} -m hiso.models tiny"
 
 wildcard_constraints:
@@ -181,7 +183,8 @@ rule lm_paper_aggregate:
 
 rule lm_paper_report:
     input:
-        "results/lm_paper/{lm_model}/{lm_task}/metrics.csv",
+        metrics="results/lm_paper/{lm_model}/{lm_task}/metrics.csv",
+        paper=PAPER_VALUES,
     output:
         fig="figures/lm_{lm_model}_{lm_task}.png",
         md="paper_tables/lm_{lm_model}_{lm_task}.md",
@@ -192,9 +195,10 @@ rule lm_paper_report:
                              if any(v == LM_PAPER["reference"] for m, t, v, _ in LM_PAPER_JOBS
                                     if (m, t) == (w.lm_model, w.lm_task)) else ""),
     shell:
-        "{HISO} figure convergence {input} --out {output.fig} && "
-        "{HISO} table convergence {input} --out {output.md} --csv {output.csv} "
-        "--title {params.title:q} {params.reference}"
+        "{HISO} figure convergence {input.metrics} --out {output.fig} && "
+        "{HISO} table convergence {input.metrics} --out {output.md} --csv {output.csv} "
+        "--title {params.title:q} {params.reference} --paper {input.paper} "
+        "--paper-model {wildcards.lm_model} --paper-task {wildcards.lm_task}"
 
 
 rule lm_paper_all:

@@ -100,6 +100,14 @@ class Run:
 
     # -- main --------------------------------------------------------------------------------
     def execute(self) -> dict:
+        # runtime.threads is process-wide in torch: give the caller its own setting back
+        threads = torch.get_num_threads()
+        try:
+            return self._execute()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _execute(self) -> dict:
         # the device a run uses is part of its identity: seeded directions differ across devices
         self.r.run.runtime.device = resolve_device(self.r.run.runtime.device)
         status = check_run_dir(self.out, self.r)

@@ -145,3 +145,23 @@ def test_device_auto_is_recorded_resolved_and_rerun_is_a_no_op(tmp_path):
     stored = yaml.safe_load((tmp_path / "r/config.yaml").read_text())
     assert stored["runtime"]["device"] in ("cpu", "cuda")
     assert run(cfg, tmp_path / "r") == s1
+
+
+def test_runtime_threads_apply_during_the_run_and_are_given_back(tmp_path, monkeypatch):
+    import torch
+
+    from hiso.protocol import ZOFederation
+
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    seen = []
+    original = ZOFederation.run_round
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(ZOFederation, "run_round", spy)
+    run(config(**{"runtime.threads": want, "federation.rounds": 3}), tmp_path / "r")
+    assert seen == [want] * 3
+    assert torch.get_num_threads() == before

@@ -17,6 +17,7 @@ import yaml
 
 from . import io
 from .errors import UserError
+from .selection import run_dir
 
 
 def add_commands(sub) -> None:
@@ -60,18 +61,13 @@ def add_commands(sub) -> None:
     m.set_defaults(handler=cmd_manifest)
 
 
-def _run_dir(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_dir() else p.parent
-
-
 def load_runs(paths) -> "pd.DataFrame":
     """One row per evaluation of every run, with the run's identity and final status."""
     import pandas as pd
 
     frames = []
     for path in paths:
-        d = _run_dir(path)
+        d = run_dir(path)
         for name in ("config.yaml", "summary.json", "metrics.jsonl"):
             if not (d / name).exists():
                 raise UserError(f"{d / name}: missing (not a finished run directory)")

@@ -30,6 +30,8 @@ test-heavy: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/memory_clients.py
+	$(BIN)/python benchmarks/lm_step.py
+	$(BIN)/python benchmarks/lm_step.py --directions rademacher_bits
 
 clean:
 	rm -rf results .snakemake reproduce-all

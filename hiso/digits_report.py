@@ -27,7 +27,7 @@ import yaml
 
 from . import io
 from .errors import UserError
-from .selection import run_dir, selected_lr
+from .selection import selected_lr
 
 METRIC = "accuracy"      # reported metric (eval split)
 
@@ -400,7 +400,7 @@ def load_h(run_dirs) -> dict:
     """{nu label: (H entries pooled over runs, layer labels, per-run count)} from H.npy files."""
     groups: dict = {}
     for p in run_dirs:
-        d = run_dir(p)
+        d = io.run_dir(p)
         if not (d / "H.npy").exists():
             raise UserError(f"{d / 'H.npy'}: missing (run with eval.save_h: true, a HiSo method)")
         cfg = yaml.safe_load((d / "config.yaml").read_text())

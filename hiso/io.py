@@ -52,3 +52,23 @@ def read_jsonl(path: Path | str) -> list[dict]:
 
 def dumps_line(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, allow_nan=True) + "\n"
+
+
+def run_dir(path: Path | str) -> Path:
+    """A run directory, given it or a file inside it (e.g. its summary.json)."""
+    p = Path(path)
+    return p if p.is_dir() else p.parent
+
+
+def read_run(path: Path | str) -> tuple[Path, dict, dict, list[dict]]:
+    """(directory, resolved config, summary, metrics records) of a finished run directory."""
+    import yaml
+
+    from .errors import UserError
+
+    d = run_dir(path)
+    for name in ("config.yaml", "summary.json", "metrics.jsonl"):
+        if not (d / name).is_file():
+            raise UserError(f"{d / name}: missing (not a finished run directory)")
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    return d, cfg, json.loads((d / "summary.json").read_text()), read_jsonl(d / "metrics.jsonl")

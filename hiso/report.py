@@ -9,15 +9,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from . import io
 from .errors import UserError
-from .selection import run_dir
 
 
 def add_commands(sub) -> None:
@@ -67,13 +64,7 @@ def load_runs(paths) -> "pd.DataFrame":
 
     frames = []
     for path in paths:
-        d = run_dir(path)
-        for name in ("config.yaml", "summary.json", "metrics.jsonl"):
-            if not (d / name).exists():
-                raise UserError(f"{d / name}: missing (not a finished run directory)")
-        cfg = yaml.safe_load((d / "config.yaml").read_text())
-        summary = json.loads((d / "summary.json").read_text())
-        recs = io.read_jsonl(d / "metrics.jsonl")
+        d, cfg, summary, recs = io.read_run(path)
         if not recs:
             raise UserError(f"{d / 'metrics.jsonl'}: no evaluations")
         df = pd.DataFrame(recs)
@@ -271,7 +262,7 @@ def cmd_table(args) -> int:
     md = [f"# {args.title}" if args.title else f"# Convergence: {', '.join(sorted(df['task'].unique()))}",
           "",
           text,
-          "", _markdown(table), ""]
+          "", markdown_table(table), ""]
     if args.paper:
         md += _beside_paper(args, table, metric, _mode(df))
     io.atomic_write_text(args.csv, table.to_csv(index=False))  # both only once nothing can fail
@@ -299,10 +290,10 @@ def _beside_paper(args, table, metric: str, mode: str) -> list[str]:
         f"{args.reference or 'the reference'}'s best, ours against the printed count. Our "
         f"bytes are uplink totals counted from the encoded messages; the paper's communication "
         f"is quoted as printed. `secondhand` values were quoted by reviewers and may be off. "
-        f"A difference is reported, not tuned away.", "", _markdown(side), ""]
+        f"A difference is reported, not tuned away.", "", markdown_table(side), ""]
 
 
-def _markdown(df) -> str:
+def markdown_table(df) -> str:
     def fmt(v):
         if isinstance(v, float):
             return "NaN" if np.isnan(v) else f"{v:.4g}"

@@ -21,8 +21,6 @@ import math
 from pathlib import Path
 
 import numpy as np
-import yaml
-
 from . import io
 from .errors import UserError
 
@@ -38,11 +36,6 @@ def add_commands(sub) -> None:
     s.set_defaults(handler=cmd_select)
 
 
-def run_dir(path) -> Path:
-    p = Path(path)
-    return p if p.is_dir() else p.parent
-
-
 def read_json(path) -> dict:
     p = Path(path)
     if not p.is_file():
@@ -51,16 +44,6 @@ def read_json(path) -> dict:
         return json.loads(p.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{p}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-
-
-def read_run(path) -> tuple[dict, dict, list[dict]]:
-    """(resolved config, summary, metrics records) of a finished run directory."""
-    d = run_dir(path)
-    for name in ("config.yaml", "summary.json", "metrics.jsonl"):
-        if not (d / name).exists():
-            raise UserError(f"{d / name}: missing (not a finished run directory)")
-    cfg = yaml.safe_load((d / "config.yaml").read_text())
-    return cfg, read_json(d / "summary.json"), io.read_jsonl(d / "metrics.jsonl")
 
 
 def run_score(records: list[dict], last: int) -> float:
@@ -129,7 +112,7 @@ def selected_lr(path, variant: str | None = None) -> float:
 
 
 def cmd_select(args) -> int:
-    sel = select_lr([read_run(p) for p in args.runs], args.last)
+    sel = select_lr([io.read_run(p)[1:] for p in args.runs], args.last)
     io.atomic_write_json(args.out, sel)
     print(f"{sel['name']}: lr = {sel['lr']:g} (dev score {sel['score']:.4f})")
     return 0
@@ -139,6 +122,8 @@ def write_table(inputs: list[str], out: str, csv: str, title: str) -> int:
     """Markdown + CSV of selection JSONs: every grid point, its dev score, what was selected."""
     import pandas as pd
 
+    from .report import markdown_table
+
     sels = [read_json(p) for p in inputs]
     rows, body = [], []
     for s in sels:
@@ -147,15 +132,14 @@ def write_table(inputs: list[str], out: str, csv: str, title: str) -> int:
             rows.append({"name": s["name"], "lr": g["lr"], "dev_score": g["score"],
                          **{f"seed{k}": v for k, v in g["per_seed"].items()},
                          "statuses": ",".join(g["statuses"]), "selected": chosen})
-            body.append(f"| {s['name']} | {g['lr']:g} | {g['score']:.4f}{' *' if chosen else ''} | "
-                        + " ".join(f"{v:.3f}" for v in g["per_seed"].values())
-                        + f" | {','.join(g['statuses'])} |")
+            body.append([s["name"], f"{g['lr']:g}", f"{g['score']:.4f}" + (" *" if chosen else ""),
+                         " ".join(f"{v:.3f}" for v in g["per_seed"].values()), ",".join(g["statuses"])])
     edge = [s["name"] for s in sels if s["at_grid_edge"]]
     md = [f"# {title}", "",
           f"Criterion: {sels[0]['criterion']}. Selection seeds {sels[0]['seeds']} are disjoint "
           f"from the report seeds. `*` marks the selected lr; a selection at the edge of its grid "
           f"is flagged.", "",
-          "| variant | lr | dev score | per seed | status |", "|---|---|---|---|---|", *body, "",
+          markdown_table(pd.DataFrame(body, columns=["variant", "lr", "dev score", "per seed", "status"])), "",
           f"Selected at a grid edge: {', '.join(edge) if edge else 'none'}.", ""]
     io.atomic_write_text(csv, pd.DataFrame(rows).to_csv(index=False))
     io.atomic_write_text(out, "\n".join(md))

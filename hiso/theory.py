@@ -651,8 +651,9 @@ def spectral_illustration_draws(
 ) -> dict[str, FloatArray]:
     """Per-draw ``zeta``, ``L * kappa`` and ``L * d`` of :func:`spectral_illustration`.
 
-    :func:`spectral_illustration` gives the medians of these arrays. ``scale`` multiplies Sigma *and* eps (a change of the units of A):
-    ``L kappa`` and ``L d`` scale by it, ``zeta`` does not (a sum of ratios A_i / (A_i + eps)).
+    :func:`spectral_illustration` gives the medians of these arrays. ``scale`` multiplies Sigma
+    *and* eps (a change of the units of A): ``L kappa`` and ``L d`` scale by it, ``zeta`` does
+    not (a sum of ratios A_i / (A_i + eps)).
     """
     if draws < 1:
         raise ValueError(f"draws must be >= 1, got {draws}")

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-import yaml
 
 from .. import io
 from ..errors import UserError
@@ -150,12 +149,8 @@ def _num(v: Any) -> float:
 
 
 def load_run(d: Path, labels: dict | None = None) -> RunResult:
-    d = Path(d)
-    for name in ("config.yaml", "summary.json", "metrics.jsonl"):
-        if not (d / name).is_file():
-            raise UserError(f"{d / name}: missing (not a finished run directory)")
-    return RunResult(d, dict(labels or {}), yaml.safe_load((d / "config.yaml").read_text()),
-                     json.loads((d / "summary.json").read_text()), io.read_jsonl(d / "metrics.jsonl"))
+    d, cfg, summary, metrics = io.read_run(Path(d))
+    return RunResult(d, dict(labels or {}), cfg, summary, metrics)
 
 
 def load_results(out: Path) -> list[RunResult]:

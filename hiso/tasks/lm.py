@@ -85,10 +85,9 @@ class LMConfig:
 
 
 def _device(runtime) -> torch.device:
-    name = getattr(runtime, "device", "cpu") or "cpu"
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+    from ..runner import resolve_device  # the runner's rule for "auto" (and for a missing CUDA)
+
+    return torch.device(resolve_device(getattr(runtime, "device", "cpu") or "cpu"))
 
 
 class LMTask(Task):

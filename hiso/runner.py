@@ -21,6 +21,7 @@ import torch
 
 from . import io
 from .config import Resolved, dump_yaml
+from .device import resolve_device
 from .directions import DirectionSampler
 from .errors import UserError
 from .ledger import Ledger
@@ -30,14 +31,6 @@ from .zo import params_sha256
 
 CONFIG, METRICS, HISTORY, LEDGER, SUMMARY, CHECKPOINT = (
     "config.yaml", "metrics.jsonl", "history.jsonl", "ledger.csv", "summary.json", "checkpoint.pt")
-
-
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("runtime.device: cuda requested but no CUDA device is available")
-    return name
 
 
 def check_run_dir(out: Path, resolved: Resolved) -> str:

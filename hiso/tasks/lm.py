@@ -85,7 +85,7 @@ class LMConfig:
 
 
 def _device(runtime) -> torch.device:
-    from ..runner import resolve_device  # the runner's rule for "auto" (and for a missing CUDA)
+    from ..device import resolve_device
 
     return torch.device(resolve_device(getattr(runtime, "device", "cpu") or "cpu"))
 

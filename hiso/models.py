@@ -119,14 +119,6 @@ def resolve_source(name: str, revision: str | None = None, cache_dir: str | None
     return ModelSource(name, name, False, revision, cache_dir)
 
 
-def _dtype_kw(dtype) -> dict:
-    """``dtype=`` (transformers >= 4.56) or the older ``torch_dtype=``."""
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-
-
 def _one_line(exc: BaseException, limit: int = 200) -> str:
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -155,7 +147,7 @@ def load_model(src: ModelSource):
     try:
         model = AutoModelForCausalLM.from_pretrained(
             src.path, revision=src.revision, cache_dir=src.cache_dir,
-            local_files_only=src.local_only, trust_remote_code=False, **_dtype_kw(torch.float32))
+            local_files_only=src.local_only, trust_remote_code=False, dtype=torch.float32)
     except Exception as exc:
         raise UserError(f"model {src.name}: cannot load it ({_one_line(exc)}). "
                         f"{_how_to_provide(src.name)}") from None

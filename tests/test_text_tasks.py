@@ -395,9 +395,20 @@ def test_greedy_generation_cached_uncached_and_brute_force_agree(tiny):
         for p in model.parameters():
             p.add_(0.5 * torch.randn(p.shape, generator=gen))
     prompts = ["Title : cat Context : the cat sat Question : Answer :", "the dog"]
+    fed = []  # tokens per row fed to each forward: the cache must really be used
+    hook = model.register_forward_pre_hook(
+        lambda mod, args, kwargs: fed.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
     cached = scoring.greedy_generate(model, tok, prompts, max_new_tokens=6, use_cache=True)
+    auto = scoring.greedy_generate(model, tok, prompts, max_new_tokens=6)
+    n_cached = len(fed) // 2
+    assert len(fed) == 2 * n_cached and n_cached >= 2
+    assert fed[1:n_cached] == [1] * (n_cached - 1)  # after the prompt, one new token per step
+    assert fed[n_cached + 1:] == [1] * (n_cached - 1)  # use_cache=None finds the cache too
+    fed.clear()
     plain = scoring.greedy_generate(model, tok, prompts, max_new_tokens=6, use_cache=False)
-    assert cached == plain
+    hook.remove()
+    assert fed == [fed[0] + i for i in range(len(fed))]  # a full forward per step
+    assert cached == plain == auto
     for prompt, answer in zip(prompts, cached):
         ids = tok(prompt)["input_ids"]
         out = []
@@ -445,3 +456,62 @@ def test_evaluate_samples_matches_direct_scoring(tiny, task_dirs, tmp_path):
     answers = scoring.greedy_generate(model, tok, [squad.encode(s) for s in qs], 4)
     res = scoring.evaluate_samples(model, tok, squad, qs, batch_size=2, max_new_tokens=4)
     assert res == pytest.approx(metrics.mean_squad(answers, [s.golds for s in qs]))
+
+
+class _Out(dict):
+    __getattr__ = dict.__getitem__
+
+
+class _KwargsOnlyLM(torch.nn.Module):
+    """An HF-like model whose forward names nothing but input_ids/attention_mask (as a future
+    transformers might): position ids and the cache travel in ``**kwargs``. Its next token is
+    (token + position) mod V, so a dropped ``position_ids`` changes the answer of padded rows."""
+
+    def __init__(self, vocab: int, cache_name: str):
+        super().__init__()
+        self.vocab, self.cache_name, self.w = vocab, cache_name, torch.nn.Parameter(torch.zeros(1))
+        self.calls = []
+
+    def can_generate(self) -> bool:
+        return True
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        self.calls.append(sorted(kwargs))
+        pos = kwargs.get("position_ids")
+        if pos is None:  # the HF default: count from the first (possibly padded) column
+            pos = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        logits = torch.nn.functional.one_hot((input_ids + pos) % self.vocab, self.vocab).float()
+        out = _Out(logits=logits)
+        if kwargs.get("use_cache"):
+            out[self.cache_name] = ("seen", attention_mask.shape[1])
+        return out
+
+
+@pytest.mark.parametrize("cache_name", ["cache", "past_key_values"])
+def test_generation_and_scoring_pass_position_ids_through_kwargs(tiny, cache_name):
+    tok, _, _ = tiny
+    model = _KwargsOnlyLM(len(tok), cache_name)
+    prompts = ["the cat sat on the", "the dog"]  # rows of different length: left padding
+    cached = scoring.greedy_generate(model, tok, prompts, max_new_tokens=3, stop=())
+    assert len(model.calls) == 3 and model.calls[0] == ["logits_to_keep", "position_ids", "use_cache"]
+    assert all(c == sorted([cache_name, "logits_to_keep", "position_ids", "use_cache"])
+               for c in model.calls[1:])  # the cache goes back under the name it came by
+    model.calls.clear()
+    plain = scoring.greedy_generate(model, tok, prompts, max_new_tokens=3, stop=(), use_cache=False)
+    assert cached == plain
+    assert all("position_ids" in c for c in model.calls)
+    # brute force, one unpadded row at a time: the padded batch must give the same answers
+    for prompt, answer in zip(prompts, plain):
+        ids = tok(prompt)["input_ids"]
+        out = []
+        for _ in range(3):
+            nxt = (ids + out)[-1] + len(ids + out) - 1
+            out.append(nxt % len(tok))
+        assert answer == tok.decode(out, skip_special_tokens=True).strip()
+
+
+def test_plain_callable_cannot_be_asked_for_a_cache(tiny):
+    tok, _, _ = tiny
+    with pytest.raises(ValueError, match="Hugging Face model"):
+        scoring.greedy_generate(lambda i, m: torch.zeros(*i.shape, len(tok)), tok, ["a"], 2,
+                                use_cache=True)

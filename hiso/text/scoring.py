@@ -36,13 +36,43 @@ from .templates import Sample, TextTaskSpec
 
 
 # -- calling a model --------------------------------------------------------------------------
-def _accepted(model) -> frozenset[str]:
-    """Keyword names the model's forward (or the callable) accepts, by signature."""
+def _is_hf(model) -> bool:
+    """A Hugging Face model (by its generation interface, not by a class check or a signature)."""
+    return isinstance(model, torch.nn.Module) and callable(getattr(model, "can_generate", None))
+
+
+def _accepted(model) -> tuple[frozenset[str], bool]:
+    """(keyword names the forward declares, whether it also takes ``**kwargs``)."""
     target = model.forward if isinstance(model, torch.nn.Module) else model
     try:
-        return frozenset(inspect.signature(target).parameters)
+        params = inspect.signature(target).parameters.values()
     except (TypeError, ValueError):
-        return frozenset()
+        return frozenset(), False
+    return (frozenset(p.name for p in params if p.kind is not p.VAR_KEYWORD),
+            any(p.kind is p.VAR_KEYWORD for p in params))
+
+
+def _optional_kwargs(model, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``wanted`` (optional keywords: position ids, logits_to_keep, use_cache) to pass.
+
+    A keyword the forward names is passed. Why not only those: transformers moves arguments
+    between named parameters and ``**kwargs`` from one release to the next, and a silently dropped
+    ``position_ids`` changes the numbers of left-padded rows. So an HF model whose forward takes
+    ``**kwargs`` gets every keyword it does not name too: a model consumes it or ignores it.
+    A plain callable may take ``logits_to_keep`` as ``n_last``.
+    """
+    names, var_kw = _accepted(model)
+    lenient = var_kw and _is_hf(model)
+    out: dict[str, Any] = {}
+    for key, value in wanted.items():
+        if key == "logits_to_keep" and key not in names:
+            if "n_last" in names:
+                out["n_last"] = value
+            elif lenient:
+                out[key] = value
+        elif key in names or lenient:
+            out[key] = value
+    return out
 
 
 def _device(model) -> torch.device | None:
@@ -62,23 +92,16 @@ def forward_logits(
 ) -> torch.Tensor:
     """Logits of the last ``n_last`` positions, shape [batch, n_last, vocab].
 
-    HF models get ``logits_to_keep`` (or the older ``num_logits_to_keep``), explicit position
-    ids and ``use_cache=False`` when their forward accepts them.
+    HF models get ``logits_to_keep``, explicit position
+    ids and ``use_cache=False`` (see :func:`_optional_kwargs`).
     """
-    names = _accepted(model)
     device = _device(model)
     if device is not None:
         input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    extra: dict[str, Any] = {}
-    if "position_ids" in names:
-        extra["position_ids"] = positions_from_mask(attention_mask)
-    if "use_cache" in names:
-        extra["use_cache"] = False
-    for key in ("logits_to_keep", "num_logits_to_keep", "n_last"):
-        if key in names:
-            extra[key] = n_last
-            break
-    if "input_ids" in names and "attention_mask" in names:
+    extra = _optional_kwargs(model, {"position_ids": positions_from_mask(attention_mask),
+                                     "use_cache": False, "logits_to_keep": n_last})
+    names, _ = _accepted(model)
+    if _is_hf(model) or {"input_ids", "attention_mask"} <= names:
         out = model(input_ids=input_ids, attention_mask=attention_mask, **extra)
     else:
         out = model(input_ids, attention_mask, **extra)
@@ -307,9 +330,19 @@ def task_loss(model, batch: CandidateBatch) -> torch.Tensor:
 
 
 # -- greedy generation ------------------------------------------------------------------------
-def _supports_cache(model) -> bool:
-    names = _accepted(model)
-    return isinstance(model, torch.nn.Module) and {"past_key_values", "use_cache"} <= names
+#: where an HF model's output carries its key/value cache, and the keyword that takes it back:
+#: ``cache`` (transformers >= 5.x; ``past_key_values`` is its deprecated alias there) or
+#: ``past_key_values`` (4.x)
+_CACHE_FIELDS = ("cache", "past_key_values")
+
+
+def _returned_cache(out) -> tuple[str, Any] | None:
+    """(keyword, cache) when a forward asked for ``use_cache=True`` really returned a cache."""
+    keys = out.keys() if callable(getattr(out, "keys", None)) else ()
+    for name in _CACHE_FIELDS:
+        if name in keys and out[name] is not None:
+            return name, out[name]
+    return None
 
 
 @torch.no_grad()
@@ -327,9 +360,10 @@ def greedy_generate(
 
     The answer text is everything generated before EOS / the first stop string, stripped.
     ``max_length`` bounds prompt + answer (the prompt is cut from the left). HF models reuse
-    their key/value cache (``use_cache=None`` means "if supported"); any other callable gets a
-    full forward per step. Both give the same tokens (a test checks it). ``device``: where to
-    put the ids for a plain callable (an HF model's own device is used otherwise).
+    their key/value cache (``use_cache=None`` means "if the first step returns one"; ``True``
+    requires it); any other callable gets a full forward per step. Both give the same tokens (a
+    test checks it). ``device``: where to put the ids for a plain callable (an HF model's own
+    device is used otherwise).
     """
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be >= 1")
@@ -345,26 +379,28 @@ def greedy_generate(
     device = _device(model) or device
     if device is not None:
         ids, mask = ids.to(device), mask.to(device)
-    cached = _supports_cache(model) if use_cache is None else bool(use_cache)
-    if cached and not _supports_cache(model):
-        raise ValueError("use_cache=True needs an HF model with past_key_values")
-    names = _accepted(model)
-    keep = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in names), None)
-
+    if use_cache and not _is_hf(model):
+        raise ValueError("use_cache=True needs a Hugging Face model (a plain callable has no cache)")
+    # Whether the cache is used is decided by what the first step returns (no signature test):
+    # an HF model asked for use_cache=True hands back its cache, under the name its version uses.
+    try_cache = _is_hf(model) and use_cache is not False
     n = len(prompts)
     generated: list[list[int]] = [[] for _ in range(n)]
     done = [False] * n
-    past = None
+    cache: tuple[str, Any] | None = None
     step_ids = ids
-    for _ in range(max_new_tokens):
-        if cached:
-            extra: dict[str, Any] = {"use_cache": True, "past_key_values": past}
-            if "position_ids" in names:
-                extra["position_ids"] = positions_from_mask(mask)[:, mask.shape[1] - step_ids.shape[1] :]
-            if keep:
-                extra[keep] = 1
+    for step in range(max_new_tokens):
+        if try_cache and (step == 0 or cache is not None):
+            new = mask.shape[1] - step_ids.shape[1]  # positions of the tokens fed this step
+            extra = _optional_kwargs(model, {"position_ids": positions_from_mask(mask)[:, new:],
+                                             "logits_to_keep": 1})
+            extra["use_cache"] = True
+            if cache is not None:
+                extra[cache[0]] = cache[1]
             out = model(input_ids=step_ids, attention_mask=mask, **extra)
-            past = out.past_key_values
+            cache = _returned_cache(out)
+            if cache is None and use_cache:
+                raise ValueError(f"use_cache=True: {type(model).__name__} returned no key/value cache")
             last = out.logits[:, -1]
         else:
             last = forward_logits(model, ids, mask, 1)[:, -1]

@@ -40,7 +40,7 @@ test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt torch
-	.venv-latest/bin/$(PIP) --upgrade --upgrade-strategy eager -e '.[test]'
+	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt --upgrade --upgrade-strategy eager -e '.[test]'
 	.venv-latest/bin/python -m pip list --format=freeze --disable-pip-version-check > .venv-latest/versions.txt
 	grep -iE '^(torch|transformers|datasets|snakemake|numpy|tokenizers|huggingface.hub)=' .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest -n 2 -q

@@ -226,7 +226,7 @@ def test_tiny_illcond_case_selection_is_rederived_from_the_runs(tmp_path):
     cfg = {"dim": 20, "every": 10, "cap": 4000, "cap_factor": 1.5, "tune_seeds": [100],
            "oracle_eps": 1e-2,
            "learned": {"nus": [0.95], "tune_nu": 0.95, "eps": 1e-8, "h_convention": "nu_on_old",
-                       "h_update": "round"},
+                       "h_source": "last_step"},
            "grids": {"decomfl": {"kmin": -1, "kmax": 2, "k0": "theory"},
                      "hiso_oracle": {"kmin": -1, "kmax": 1, "k0": "theory"},
                      "hiso": {"kmin": -1, "kmax": 2, "k0": 0}},

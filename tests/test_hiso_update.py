@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from hiso.config import resolve
+from hiso.directions import DirectionSampler
 from hiso.optimizers.hiso import HiSo, HiSoConfig
+from hiso.protocol import VectorFederation
 from hiso.optimizers.zo_sgd import ZOSGD
 from hiso.optimizers.base import ZOConfig
 from hiso.zo import params_sha256
@@ -110,23 +113,44 @@ def test_weight_decay_is_sgd_style_and_stays_out_of_h():
     assert H[0].tolist() == [2.5, 0.5]
 
 
+def test_first_order_baselines_decay_their_local_sgd_steps():
+    from hiso.baselines import VECTOR_METHODS
+
+    class Linear:  # loss = g . x with a fixed gradient g = [1, 2]
+        def loss_and_grad(self, params, batch):
+            return 0.0, [torch.tensor([1.0, 2.0])]
+
+    for name in ("fedavg", "fedadam"):
+        cls = VECTOR_METHODS[name]
+        x = [torch.tensor([1.0, -2.0])]
+        cls(cls.Config(lr=0.5, weight_decay=0.1), None).local_step(Linear(), x, None, seed=0)
+        assert x[0].tolist() == pytest.approx([0.45, -2.9], rel=1e-6)  # as the ZO example's step 1
+
+
 # Parameter hashes recorded at commit dff7110, before h_source and weight_decay existed (quadratic
-# of tests/helpers, 8 rounds; HiSo at tau = 3 with that commit's only tau > 1 schedule, now
-# round_sum): weight_decay = 0 must leave every number as it was.
+# of tests/helpers, 8 rounds; HiSo at tau = 3 with that commit's tau > 1 default, now round_sum):
+# weight_decay = 0 (the default) must leave every number as it was.
 BEFORE = {
     ("decomfl", 3, ()): "863bae04cdb04bca1a24fc34213a7ff70f24a82f9ef3f7fbb783fe59cfb8a300",
     ("hiso", 3, (("method.nu", 0.9), ("method.h_source", "round_sum"))):
         "c401494084335456a224be8a2311e6c25a0cdee021ef949392eb65ea9fc28df9",
     ("hiso", 1, (("method.nu", 0.9),)): "ba4a367e7dc0753ee04befc37ac39a37339dee3b1d09a6c6407a5e9aa2f1d2d0",
     ("zo_momentum", 2, ()): "dd50687b0387a05375e7d071555771a39460b12c0358ddf5c498ae452fc80e69",
+    ("fedzo", 2, ()): "e89539983198869eea6de7a8d3fe7502247505db950bcd407659ff77ecaa1d70",
 }
 
 
 @pytest.mark.parametrize("key", list(BEFORE), ids=lambda k: f"{k[0]}-tau{k[1]}")
 def test_weight_decay_zero_leaves_the_earlier_numbers_unchanged(key):
     name, tau, extra = key
-    fed = federation(config(**{"method.name": name, "federation.local_steps": tau, **dict(extra)}))
-    assert fed.opt.cfg.weight_decay == 0.0
+    cfg = config(**{"method.name": name, "federation.local_steps": tau, **dict(extra)})
+    if name == "fedzo":  # a full-vector method: the other federation
+        r = resolve(cfg)
+        task = r.task_cls(r.task_cfg, r.run.federation.clients, r.run.seed)
+        fed = VectorFederation(task, r.method_cls(r.method_cfg, DirectionSampler("gaussian")),
+                               r.run.federation, r.run.seed)
+    else:
+        fed = federation(cfg)
     for r in range(8):
         fed.run_round(r)
     assert params_sha256(fed.params) == BEFORE[key]

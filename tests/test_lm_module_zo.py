@@ -42,18 +42,28 @@ def make(kind: str, tok=None, seed: int = 0, tied: bool = True):
         return cls(config).eval()
 
 
-def reference_list(ref, fm: FunctionalModule):
-    """The reference model's tensors in the functional module's order (chunks as row views)."""
-    named = dict(ref.named_parameters())
+def in_fm_order(named: dict, fm: FunctionalModule) -> list:
+    """Tensors by parameter name in the functional module's order (chunks as row views)."""
     out = []
     for n in fm.names:
         base, _, rows = n.partition("[")
-        t = named[base].data
+        t = named[base]
         if rows:
             a, b = (int(x) for x in rows.rstrip("]").split(":"))
             t = t[a:b]
         out.append(t)
     return out
+
+
+def reference_list(ref, fm: FunctionalModule):
+    """The reference model's tensors in the functional module's order."""
+    return in_fm_order({n: p.data for n, p in ref.named_parameters()}, fm)
+
+
+def reference_grads(ref, loss, fm: FunctionalModule):
+    """d loss / d (reference model's parameters), in the functional module's order."""
+    names = [n for n, _ in ref.named_parameters()]
+    return in_fm_order(dict(zip(names, torch.autograd.grad(loss, list(ref.parameters())))), fm)
 
 
 def inputs(vocab: int):
@@ -189,14 +199,8 @@ def test_gradients_flow_into_the_masters(tok):
     with fm.bind(params) as m:
         loss = m(**x).logits.logsumexp(-1).mean()
     grads = torch.autograd.grad(loss, params)
-    ref_loss = ref(**x).logits.logsumexp(-1).mean()
-    ref_grads = dict(zip([n for n, _ in ref.named_parameters()], torch.autograd.grad(ref_loss, list(ref.parameters()))))
-    for n, g in zip(fm.names, grads):
-        base, _, rows = n.partition("[")
-        want = ref_grads[base]
-        if rows:
-            a, b = (int(v) for v in rows.rstrip("]").split(":"))
-            want = want[a:b]
+    wanted = reference_grads(ref, ref(**x).logits.logsumexp(-1).mean(), fm)
+    for g, want in zip(grads, wanted):
         torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6)
 
 
@@ -264,19 +268,11 @@ def test_first_order_step_on_untied_chunked_vocabulary(method):
     task = LM(None, 1, 0)
     loss, grads = task.loss_and_grad(params, ids)
     ref_loss = ref(input_ids=ids).logits.logsumexp(-1).mean()
-    ref_grads = dict(zip([n for n, _ in ref.named_parameters()],
-                         torch.autograd.grad(ref_loss, list(ref.parameters()))))
     assert loss == pytest.approx(float(ref_loss.detach()), abs=1e-6)
-    untouched = 0
-    for n, g in zip(fm.names, grads):
-        base, _, rows = n.partition("[")
-        want = ref_grads[base]
-        if rows:
-            a, b = (int(v) for v in rows.rstrip("]").split(":"))
-            want = want[a:b]
-            untouched += "embed_tokens" in n and not bool(g.any())
+    for g, want in zip(grads, reference_grads(ref, ref_loss, fm)):
         torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6)
-    assert untouched == 13
+    untouched = [n for n, g in zip(fm.names, grads) if "embed_tokens" in n and not bool(g.any())]
+    assert len(untouched) == 13
     cls = VECTOR_METHODS[method]
     before = [p.clone() for p in params]
     cls(cls.Config(lr=0.1), DirectionSampler()).local_step(task, params, ids, seed=0)

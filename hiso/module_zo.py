@@ -152,6 +152,23 @@ class _Pool:
             self._free.clear()
 
 
+def _scale_of(mod: nn.Embedding, dtype: torch.dtype):
+    scale = mod.embed_scale
+    return scale.to(dtype) if isinstance(scale, torch.Tensor) else scale
+
+
+def _is_scaled_embedding(mod: nn.Embedding) -> bool:
+    """A word embedding whose forward is the lookup times ``embed_scale`` (Gemma-3's
+    ``Gemma3TextScaledWordEmbedding``, sqrt(hidden) x the row). Checked on the module's own
+    weights, so a subclass that computes anything else keeps its forward (and stays unchunked)."""
+    if not type(mod).__name__.endswith("ScaledWordEmbedding") or not hasattr(mod, "embed_scale"):
+        return False
+    ids = torch.arange(min(8, mod.num_embeddings), device=mod.weight.device)
+    with torch.no_grad():
+        want = F.embedding(ids, mod.weight, mod.padding_idx) * _scale_of(mod, mod.weight.dtype)
+        return torch.equal(mod(ids), want)
+
+
 def _units(model: nn.Module) -> dict[str, nn.Module]:
     """Children of every ModuleList (the outermost ones), by qualified name."""
     out: dict[str, nn.Module] = {}
@@ -200,11 +217,12 @@ class FunctionalModule:
             if chunk_numel is None or p.numel() <= chunk_numel or p.dim() != 2:
                 return False
             # only modules running the stock forward (a subclass such as OPT's positional
-            # embedding computes something else), outside the blocks
+            # embedding computes something else) or a scaled word embedding, outside the blocks
             return all(attr == "weight" and _unit_of(mname, units) is None
                        and ((isinstance(mod, nn.Linear) and type(mod).forward is nn.Linear.forward)
                             or (isinstance(mod, nn.Embedding) and mod.max_norm is None
-                                and type(mod).forward is nn.Embedding.forward))
+                                and (type(mod).forward is nn.Embedding.forward
+                                     or _is_scaled_embedding(mod))))
                        for mname, mod, attr in users[id(p)])
 
         self.names: list[str] = []
@@ -422,6 +440,8 @@ class FunctionalModule:
             self._pool.give(w, token)
         if out is None:
             raise ValueError("embedding input holds no index in range")
+        if type(mod).forward is not nn.Embedding.forward:  # a scaled word embedding
+            out = out * _scale_of(mod, out.dtype)
         return out.view(*input.shape, -1)
 
     def _chunked_linear(self, mod: nn.Linear, spans, input: torch.Tensor) -> torch.Tensor:

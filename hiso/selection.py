@@ -2,7 +2,8 @@
 
 ``hiso select RUN_DIR ... --out SEL.json [--last N]``
     the learning rate of one variant from its grid runs (same config but ``method.lr`` and
-    ``seed``; the same seeds for every lr). Score of a run = its ``dev_accuracy`` averaged over
+    ``seed``; the same seeds for every lr). Score of a run = its ``dev_accuracy`` (``dev_f1``
+    for a task whose metric is F1, such as SQuAD) averaged over
     its last ``N`` evaluations (``--last 0``: all of them, i.e. the area under the dev curve,
     which rewards speed as well as the end point); score of an lr = mean over the seeds; the
     best score wins (ties: the smaller lr).
@@ -24,7 +25,13 @@ import numpy as np
 from . import io
 from .errors import UserError
 
-SCORE = "dev_accuracy"  # the selection metric (dev split)
+SCORE = "dev_accuracy"  # the selection metric (dev split), unless the runs' metric is another
+
+
+def score_key(summary: dict) -> str:
+    """The dev-split counterpart of the metric a run reports (``dev_f1`` for SQuAD's F1)."""
+    metric = summary.get("metric", "accuracy")
+    return SCORE if metric in (None, "accuracy") else f"dev_{metric}"
 
 
 def add_commands(sub) -> None:
@@ -46,13 +53,13 @@ def read_json(path) -> dict:
         raise UserError(f"{p}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
-def run_score(records: list[dict], last: int) -> float:
-    """Mean dev accuracy over the last ``last`` evaluations (0: all; non-finite counts as 0)."""
-    vals = [r.get(SCORE) for r in records if SCORE in r]
+def run_score(records: list[dict], last: int, key: str = SCORE) -> float:
+    """Mean dev score ``key`` over the last ``last`` evaluations (0: all; non-finite counts as 0)."""
+    vals = [r.get(key) for r in records if key in r]
     if last > 0:
         vals = vals[-last:]
     if not vals:
-        raise UserError(f"no {SCORE} in the run's metrics (select needs the dev split)")
+        raise UserError(f"no {key} in the run's metrics (select needs the dev split)")
     return float(np.mean([v if v is not None and math.isfinite(v) else 0.0 for v in vals]))
 
 
@@ -76,9 +83,13 @@ def select_lr(runs: list[tuple[dict, dict, list[dict]]], last: int = 3) -> dict:
     for c, _, _ in runs[1:]:
         if _without_lr_and_seed(c) != ref:
             raise UserError("select: grid runs differ in more than method.lr and seed")
+    keys = {score_key(s) for _, s, _ in runs}
+    if len(keys) != 1:
+        raise UserError(f"select: runs report different metrics {sorted(keys)}")
+    key = keys.pop()
     by_lr: dict[float, dict[int, tuple[float, str]]] = {}
     for c, s, m in runs:
-        by_lr.setdefault(float(c["method"]["lr"]), {})[int(c["seed"])] = (run_score(m, last), s["status"])
+        by_lr.setdefault(float(c["method"]["lr"]), {})[int(c["seed"])] = (run_score(m, last, key), s["status"])
     seed_sets = {tuple(sorted(v)) for v in by_lr.values()}
     if len(seed_sets) != 1:
         raise UserError(f"select: learning rates were run on different seeds {sorted(seed_sets)}")
@@ -94,7 +105,7 @@ def select_lr(runs: list[tuple[dict, dict, list[dict]]], last: int = 3) -> dict:
             else f"each run's last {last} evaluations")
     return {
         "name": names.pop(), "lr": best["lr"], "score": best["score"],
-        "criterion": f"mean over selection seeds of {SCORE} averaged over {over} "
+        "criterion": f"mean over selection seeds of {key} averaged over {over} "
                      f"(dev split; eval split never read)",
         "seeds": list(seed_sets.pop()), "at_grid_edge": len(lrs) > 1 and best["lr"] in (lrs[0], lrs[-1]),
         "grid": grid,

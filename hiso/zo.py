@@ -123,6 +123,15 @@ def combine(sampler: DirectionSampler, seeds: Sequence[int], coefs: Sequence[flo
     return acc
 
 
+def descend(p: torch.Tensor, step: torch.Tensor, lr: float, weight_decay: float = 0.0) -> None:
+    """x <- x - lr (step + weight_decay x) in place, as torch's SGD applies weight decay.
+    With weight_decay = 0 it is exactly x <- x - lr step (no extra rounding)."""
+    if weight_decay:
+        p.add_(torch.add(step, p, alpha=weight_decay), alpha=-lr)
+    else:
+        p.add_(step, alpha=-lr)
+
+
 def step_coefficients(scalars: np.ndarray) -> list[float]:
     """(1/P) g_p as Python floats from float32 scalars: one fixed rounding for every party."""
     P = len(scalars)

@@ -302,10 +302,10 @@ def test_hiso_scalar_keeps_one_h_per_tensor_and_equals_decomfl_at_nu_one(tmp_pat
     assert a["params_sha256"] == b["params_sha256"]
 
 
-def test_h_update_round_and_step_coincide_with_one_local_step(tmp_path):
-    # why the digits check does not ablate h_update: at local_steps = 1 both schedules are one
+def test_h_sources_coincide_with_one_local_step(tmp_path):
+    # why the digits check does not ablate h_source: at local_steps = 1 every source is one
     # H update per round from the same Delta
-    a = Run(resolve(small_run({"name": "hiso", "h_update": "round", **ZO})), tmp_path / "a", progress=False).execute()
-    b = Run(resolve(small_run({"name": "hiso", "h_update": "step", **ZO})), tmp_path / "b", progress=False).execute()
+    a = Run(resolve(small_run({"name": "hiso", "h_source": "last_step", **ZO})), tmp_path / "a", progress=False).execute()
+    b = Run(resolve(small_run({"name": "hiso", "h_source": "every_step", **ZO})), tmp_path / "b", progress=False).execute()
     assert a["params_sha256"] == b["params_sha256"]
     assert np.array_equal(np.load(tmp_path / "a/H.npy"), np.load(tmp_path / "b/H.npy"))

@@ -19,32 +19,51 @@ def tok():
     return fixtures.build_tiny_tokenizer(fixtures.WORD_BANK)
 
 
-def make(kind: str, tok=None, seed: int = 0):
+def make(kind: str, tok=None, seed: int = 0, tied: bool = True):
     if kind == "opt":
         return fixtures.build_tiny_opt(tok, None, seed=seed)
+    if kind == "gemma3":  # a scaled word embedding: the lookup times sqrt(hidden)
+        from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+        config = Gemma3TextConfig(vocab_size=40, hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                  head_dim=8, max_position_embeddings=64, sliding_window=4)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return Gemma3ForCausalLM(config).eval()
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     cls, cfg = (LlamaForCausalLM, LlamaConfig) if kind == "llama" else (Qwen2ForCausalLM, Qwen2Config)
     config = cfg(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                 tie_word_embeddings=True)
+                 tie_word_embeddings=tied)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(config).eval()
 
 
-def reference_list(ref, fm: FunctionalModule):
-    """The reference model's tensors in the functional module's order (chunks as row views)."""
-    named = dict(ref.named_parameters())
+def in_fm_order(named: dict, fm: FunctionalModule) -> list:
+    """Tensors by parameter name in the functional module's order (chunks as row views)."""
     out = []
     for n in fm.names:
         base, _, rows = n.partition("[")
-        t = named[base].data
+        t = named[base]
         if rows:
             a, b = (int(x) for x in rows.rstrip("]").split(":"))
             t = t[a:b]
         out.append(t)
     return out
+
+
+def reference_list(ref, fm: FunctionalModule):
+    """The reference model's tensors in the functional module's order."""
+    return in_fm_order({n: p.data for n, p in ref.named_parameters()}, fm)
+
+
+def reference_grads(ref, loss, fm: FunctionalModule):
+    """d loss / d (reference model's parameters), in the functional module's order."""
+    names = [n for n, _ in ref.named_parameters()]
+    return in_fm_order(dict(zip(names, torch.autograd.grad(loss, list(ref.parameters())))), fm)
 
 
 def inputs(vocab: int):
@@ -80,7 +99,7 @@ def test_forward_equals_the_plain_model_and_perturbed_equals_perturb_buffer(kind
     assert len(fm.tied) == 1  # embed_tokens / lm_head: one master, one perturbation
 
 
-@pytest.mark.parametrize("kind", ["opt", "llama"])
+@pytest.mark.parametrize("kind", ["opt", "llama", "gemma3"])
 def test_chunked_vocabulary_matrix_is_one_tie_and_matches_reference(kind, tok):
     ref, model = make(kind, tok), make(kind, tok)
     fm = FunctionalModule(model, chunk_numel=100)
@@ -180,14 +199,8 @@ def test_gradients_flow_into_the_masters(tok):
     with fm.bind(params) as m:
         loss = m(**x).logits.logsumexp(-1).mean()
     grads = torch.autograd.grad(loss, params)
-    ref_loss = ref(**x).logits.logsumexp(-1).mean()
-    ref_grads = dict(zip([n for n, _ in ref.named_parameters()], torch.autograd.grad(ref_loss, list(ref.parameters()))))
-    for n, g in zip(fm.names, grads):
-        base, _, rows = n.partition("[")
-        want = ref_grads[base]
-        if rows:
-            a, b = (int(v) for v in rows.rstrip("]").split(":"))
-            want = want[a:b]
+    wanted = reference_grads(ref, ref(**x).logits.logsumexp(-1).mean(), fm)
+    for g, want in zip(grads, wanted):
         torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6)
 
 
@@ -233,3 +246,34 @@ def test_embedding_builds_only_the_chunks_its_tokens_live_in(tok, monkeypatch):
     first = min(chunks)
     assert per_chunk[first] == 2  # the lookup and the output layer
     assert all(n == 1 for i, n in per_chunk.items() if i != first)  # the output layer only
+
+
+@pytest.mark.parametrize("method", ["fedavg", "fedadam"])
+def test_first_order_step_on_untied_chunked_vocabulary(method):
+    """An untied embedding's chunks that hold none of the batch's tokens get gradient zero (they
+    are never built, so autograd never sees them); the step runs and equals plain autograd."""
+    from hiso.baselines import VECTOR_METHODS
+    from hiso.tasks.base import Task
+
+    ref, model = make("llama", tied=False), make("llama", tied=False)
+    fm = FunctionalModule(model, chunk_numel=96)  # 3 rows per chunk
+    params = fm.take_initial()
+    ids = torch.tensor([[1, 2, 2, 1]])  # embedding rows 0-2: one chunk of 14
+
+    class LM(Task):
+        def batch_loss(self, params, batch):
+            with fm.bind(params) as m:
+                return m(input_ids=batch).logits.logsumexp(-1).mean()
+
+    task = LM(None, 1, 0)
+    loss, grads = task.loss_and_grad(params, ids)
+    ref_loss = ref(input_ids=ids).logits.logsumexp(-1).mean()
+    assert loss == pytest.approx(float(ref_loss.detach()), abs=1e-6)
+    for g, want in zip(grads, reference_grads(ref, ref_loss, fm)):
+        torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6)
+    untouched = [n for n, g in zip(fm.names, grads) if "embed_tokens" in n and not bool(g.any())]
+    assert len(untouched) == 13
+    cls = VECTOR_METHODS[method]
+    before = [p.clone() for p in params]
+    cls(cls.Config(lr=0.1), DirectionSampler()).local_step(task, params, ids, seed=0)
+    assert any(not torch.equal(a, b) for a, b in zip(params, before))

@@ -17,8 +17,10 @@ def _equal(a, b):
 
 @pytest.mark.parametrize("method,extra", [
     ("hiso", {}),
-    ("hiso", {"method.h_update": "step", "method.nu": 0.9}),
+    ("hiso", {"method.h_source": "every_step", "method.nu": 0.9}),
+    ("hiso", {"method.h_source": "round_sum", "method.weight_decay": 0.05}),
     ("zo_momentum", {"method.beta": 0.9}),
+    ("zo_momentum", {"method.beta": 0.9, "method.weight_decay": 0.05}),
 ])
 def test_client_missing_up_to_50_rounds_rebuilds_server_state_bit_identical(method, extra):
     # many clients, so the server's history is never pruned during the test
@@ -37,12 +39,16 @@ def test_client_missing_up_to_50_rounds_rebuilds_server_state_bit_identical(meth
         assert _equal(state, snapshots[synced + missed][1])
 
 
-@pytest.mark.parametrize("method", ["hiso", "zo_momentum", "decomfl", "hiso_oracle"])
-def test_faithful_mode_equals_simulation_mode(method):
+@pytest.mark.parametrize("method,extra", [
+    ("hiso", {}), ("zo_momentum", {}), ("decomfl", {}), ("hiso_oracle", {}),
+    ("hiso", {"method.h_source": "every_step"}), ("hiso", {"method.h_source": "round_sum"}),
+    ("hiso", {"method.weight_decay": 0.05}), ("decomfl", {"method.weight_decay": 0.05}),
+])
+def test_faithful_mode_equals_simulation_mode(method, extra):
     hashes = {}
     for mode in ("simulation", "faithful"):
         fed = federation(config(**{"method.name": method, "federation.mode": mode,
-                                   "federation.clients": 7, "federation.sampled": 3}))
+                                   "federation.clients": 7, "federation.sampled": 3, **extra}))
         for r in range(25):
             fed.run_round(r)
         hashes[mode] = (params_sha256(fed.params), fed.ledger.bytes_up, fed.ledger.bytes_down)
@@ -67,10 +73,11 @@ def test_faithful_clients_really_catch_up_by_replay():
         assert _equal(params, fed.params) and _equal(state, fed.state)
 
 
-@pytest.mark.parametrize("tau,h_update", [(1, "round"), (3, "round"), (3, "step")])
-def test_hiso_with_h_fixed_at_ones_is_decomfl_bit_for_bit(tau, h_update):
+@pytest.mark.parametrize("tau,h_source", [(1, "last_step"), (3, "last_step"), (3, "round_sum"),
+                                          (3, "every_step")])
+def test_hiso_with_h_fixed_at_ones_is_decomfl_bit_for_bit(tau, h_source):
     out = {}
-    for method, extra in (("decomfl", {}), ("hiso", {"method.nu": 1.0, "method.h_update": h_update})):
+    for method, extra in (("decomfl", {}), ("hiso", {"method.nu": 1.0, "method.h_source": h_source})):
         fed = federation(config(**{"method.name": method, "federation.local_steps": tau, **extra}))
         for r in range(15):
             fed.run_round(r)

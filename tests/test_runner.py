@@ -91,8 +91,9 @@ def test_finished_run_is_left_alone_and_other_config_refused(tmp_path):
         run(config(**{"method.lr": 5e-3}), tmp_path / "r")
 
 
-def test_resume_from_truncated_files_matches_uninterrupted(tmp_path):
-    cfg = config(**{"federation.rounds": 30})
+@pytest.mark.parametrize("extra", [{}, {"method.h_source": "every_step", "method.weight_decay": 0.05}])
+def test_resume_from_truncated_files_matches_uninterrupted(tmp_path, extra):
+    cfg = config(**{"federation.rounds": 30, **extra})
     full = run(cfg, tmp_path / "full")
     part = tmp_path / "part"
     run(cfg, part)

@@ -54,6 +54,18 @@ def test_last_zero_averages_every_evaluation_so_the_faster_lr_wins():
         select_lr(runs, last=-1)
 
 
+def test_an_f1_task_is_selected_on_dev_f1():
+    # SQuAD's runs report f1: they carry dev_f1 and no dev_accuracy
+    def f1_run(lr, dev):
+        cfg, _, _ = fake_run(lr, 0, [], [])
+        return cfg, {"status": "ok", "metric": "f1"}, [{"round": 0, "dev_f1": dev, "f1": 0.0}]
+
+    sel = select_lr([f1_run(0.01, 0.4), f1_run(0.02, 0.6)], last=1)
+    assert sel["lr"] == 0.02 and sel["score"] == pytest.approx(0.6) and "dev_f1" in sel["criterion"]
+    with pytest.raises(UserError, match="different metrics"):
+        select_lr([f1_run(0.01, 0.4), fake_run(0.02, 0, [0.5], [0.5])], last=1)
+
+
 def test_selected_lr_checks_the_file_and_the_variant(tmp_path):
     good = tmp_path / "sel.json"
     good.write_text(json.dumps({"name": "v", "lr": 0.02, "grid": []}))

@@ -302,8 +302,9 @@ def brute_force_mean_logprob(model, tok, prompt: str, cand: str, eos: bool = Fal
 
 def test_length_normalised_scores_equal_brute_force(tiny):
     tok, model, _ = tiny
+    # continuations carry their own leading space (the verbaliser convention): the joint text
     prompts = ["the cat sat on", "Answer : the dog", "mat"]
-    cands = [["a mat", "the", "dog sat on a mat"], ["great", "terrible"], ["cat", "sat on"]]
+    cands = [[" a mat", " the", " dog sat on a mat"], [" great", "\nterrible"], [" cat", " sat on"]]
     batch = scoring.encode_pairs(tok, prompts, cands, correct=[2, 0, 1])
     seen = []
     hook = model.lm_head.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))

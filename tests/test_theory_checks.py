@@ -188,6 +188,39 @@ def test_config_thresholds_are_the_issues():
 # ---------------------------------------------------------------- through the engine
 
 
+def test_dsweep_verdict_row_for_zo_sgd_is_the_slow_half_design(monkeypatch):
+    """ZO-SGD's verdict row is the design that isolates L kappa ~ d (x0 on the unit-curvature
+    half); the isotropic-x0 row is informative and carries its explanation. Synthetic runs:
+    rounds ~ d on the slow half, ~ sqrt(d) with x0 isotropic, flat for HiSo."""
+    from hiso.experiments import dsweep
+
+    def result(design, method, d, seed, rounds):
+        labels = {"design": design, "method": method, "d": d, "zeta": 10.0, "trace": d / 2 + 5,
+                  "L": d / 10, "seed": seed}
+        metrics = [{"round": 0, "rel_gap": 1.0, "zeta_H": 10.0},
+                   {"round": int(rounds), "rel_gap": 1e-4, "zeta_H": 10.0}]
+        return runs.RunResult(Path("."), labels, {"federation": {"rounds": 10**6}, "seed": seed},
+                              {"status": "ok"}, metrics)
+
+    fake = [result(des, m, d, seed, f(d) * (1 + 0.01 * seed))
+            for des, m, f in (("main", "hiso_oracle", lambda d: 100.0),
+                              ("main", "decomfl", lambda d: 50 * d ** 0.5),
+                              ("slowhalf", "decomfl", lambda d: 7.0 * d))
+            for d in (100, 1000, 10000) for seed in (0, 1, 2)]
+    monkeypatch.setattr(dsweep.runs, "load_results", lambda out: fake)
+    cfg = {"eps": 1e-2}
+    res = dsweep.analyse(cfg, COMMON, Path("."), {"zosgd_slope": {"min": 0.8, "max": 1.2}})
+    rows = {c.id: c for c in res["checks"]}
+    primary, info = rows["dsweep.zosgd_slope"], rows["dsweep.zosgd_isotropic_slope"]
+    assert primary.measured == pytest.approx(1.0, abs=1e-3) and primary.verdict == "PASS"
+    assert "unit-curvature" in primary.claim
+    assert info.measured == pytest.approx(0.5, abs=1e-3) and info.verdict == "INFO"
+    assert "how the target meets the start" in info.explanation
+    ids = [c.id for c in res["checks"]]
+    assert ids.index("dsweep.zosgd_slope") < ids.index("dsweep.zosgd_isotropic_slope")
+    assert "dsweep.zosgd_slowhalf_slope" not in ids  # no longer a supplementary row
+
+
 def test_tiny_zeta_sweep_end_to_end(tmp_path):
     """A real (tiny) zeta sweep: engine runs, index, analysis; the slope is near the
     prediction's and the runs' zeta is the theory's."""
@@ -226,7 +259,7 @@ def test_tiny_illcond_case_selection_is_rederived_from_the_runs(tmp_path):
     cfg = {"dim": 20, "every": 10, "cap": 4000, "cap_factor": 1.5, "tune_seeds": [100],
            "oracle_eps": 1e-2,
            "learned": {"nus": [0.95], "tune_nu": 0.95, "eps": 1e-8, "h_convention": "nu_on_old",
-                       "h_update": "round"},
+                       "h_source": "last_step"},
            "grids": {"decomfl": {"kmin": -1, "kmax": 2, "k0": "theory"},
                      "hiso_oracle": {"kmin": -1, "kmax": 1, "k0": "theory"},
                      "hiso": {"kmin": -1, "kmax": 2, "k0": 0}},

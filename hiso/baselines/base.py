@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 import torch
 
 from ..directions import DirectionSampler
-from ..zo import Params
+from ..zo import Params, descend
 
 
 @dataclass
 class FOConfig:
     lr: float = field(default=1e-2, metadata={"gt": 0})            # client step size
     server_lr: float = field(default=1.0, metadata={"gt": 0})
+    #: SGD weight decay on the client's steps, x <- x - lr (grad + weight_decay x), as the
+    #: ZO methods' ``weight_decay`` (the authors' torch SGD on classification tasks: 5e-4)
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
 
 
 class VectorMethod:
@@ -40,7 +43,7 @@ class VectorMethod:
         loss, grads = task.loss_and_grad(params, batch)
         with torch.no_grad():
             for p, g in zip(params, grads):
-                p.add_(g, alpha=-self.cfg.lr)
+                descend(p, g, self.cfg.lr, self.cfg.weight_decay)
         return loss
 
     def server_update(self, params: Params, state: Params, mean_change: Params) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from ..directions import derive
 from ..optimizers.base import ZOConfig
-from ..zo import combine, estimate, step_coefficients
+from ..zo import combine, descend, estimate, step_coefficients
 from .base import VectorMethod
 
 
@@ -29,5 +29,5 @@ class FedZO(VectorMethod):
         coefs = step_coefficients(scalars)
         with torch.no_grad():
             for i, p in enumerate(params):
-                p.add_(combine(self.sampler, seeds, coefs, i, p), alpha=-c.lr)
+                descend(p, combine(self.sampler, seeds, coefs, i, p), c.lr, c.weight_decay)
         return f0

@@ -74,16 +74,16 @@ def dsweep(res: dict, target: float, out: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     styles = {("main", "hiso_oracle"): ("C0", "o", "HiSo oracle H (main)"),
-              ("main", "decomfl"): ("C3", "o", "ZO-SGD (main)"),
+              ("main", "decomfl"): ("C3", "o", "ZO-SGD, x0 isotropic (informative)"),
               ("control", "decomfl"): ("C7", "s", "ZO-SGD, fixed-trace control"),
-              ("slowhalf", "decomfl"): ("C5", "D", "ZO-SGD, x0 on slow half (suppl.)"),
+              ("slowhalf", "decomfl"): ("C5", "D", "ZO-SGD, x0 on the slow half (verdict)"),
               ("limit", "hiso_oracle"): ("C9", "v", "HiSo, non-shrinking tail (limit)")}
     caps = {}
     for r in res["results"]:
         caps[(r.labels["design"], r.labels["method"], r.labels["d"])] = r.cap
-    for ax, keys in ((axes[0], [("main", "hiso_oracle"), ("main", "decomfl"), ("control", "decomfl")]),
-                     (axes[1], [("main", "hiso_oracle"), ("limit", "hiso_oracle"), ("slowhalf", "decomfl"),
-                                ("main", "decomfl")])):
+    for ax, keys in ((axes[0], [("main", "hiso_oracle"), ("slowhalf", "decomfl"), ("control", "decomfl")]),
+                     (axes[1], [("main", "hiso_oracle"), ("limit", "hiso_oracle"), ("main", "decomfl"),
+                                ("slowhalf", "decomfl")])):
         for key in keys:
             if key not in res["table"]:
                 continue
@@ -100,7 +100,7 @@ def dsweep(res: dict, target: float, out: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("dimension d")
         ax.set_ylabel(f"rounds to f - f* <= {target:g} (f0 - f*)")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="best")
     zeta = np.median([r.labels["zeta"] for r in res["results"]
                       if (r.labels["design"], r.labels["method"]) == ("main", "hiso_oracle")])
     from .. import theory
@@ -108,7 +108,8 @@ def dsweep(res: dict, target: float, out: Path) -> None:
     for ax in axes:
         ax.axhline(theory.predicted_rounds(zeta, target), color="C0", ls=":", lw=1)
     axes[0].set_title("fixed zeta ~ 10: rounds vs d (dotted: (zeta+2) ln(1/target))", fontsize=9)
-    axes[1].set_title("limits: a tail that does not shrink; x0 on the slow half", fontsize=9)
+    axes[1].set_title("limits: a tail that does not shrink; ZO-SGD with x0 isotropic vs on the "
+                      "slow half", fontsize=9)
     fig.tight_layout()
     save(fig, out)
 

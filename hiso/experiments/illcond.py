@@ -57,7 +57,7 @@ def variants(cfg: dict, case: dict) -> dict[str, dict]:
         out[f"hiso_nu{nu:g}"] = {"kind": "hiso", "lr_from": None if nu == tune_nu else f"hiso_nu{tune_nu:g}",
                                  "block": {"name": "hiso", "nu": nu, "eps": float(lc["eps"]),
                                            "h_convention": lc["h_convention"],
-                                           "h_update": lc["h_update"], "h_init": 1.0}}
+                                           "h_source": lc["h_source"], "h_init": 1.0}}
     return out
 
 

@@ -7,8 +7,12 @@ and its state is a deterministic function of the broadcast seeds and scalars. It
 * ``preconditioner(state)``: the H that shapes directions, z = H^{-1/2} u (``None`` for identity);
 * ``local_step(params, state, seeds, scalars)``: a client's own step inside a round;
 * ``round_update(params, state, seeds, scalars)``: the round's update from the *averaged*
-  scalars of all tau steps. Server, catch-up replay and resume all call this one method, so
-  they compute bit-identical parameters and state.
+  scalars of all tau steps, then the state's. Server, catch-up replay and resume all call this
+  one method, so they compute bit-identical parameters and state.
+
+Within a round the state (H) is fixed: every step of the round, a client's own and the server's,
+uses the round-start H, as in the authors' code. ``weight_decay`` adds SGD-style decay to every
+step (``zo.descend``); it is a function of x alone, so it costs no communication.
 
 Estimating the scalars is shared (``hiso.zo.estimate``): optimisers differ only in how they
 shape directions and how they update.
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 
 from ..directions import DirectionSampler
-from ..zo import Params, combine, step_coefficients
+from ..zo import Params, combine, descend, step_coefficients
 
 
 @dataclass
@@ -35,6 +39,9 @@ class ZOConfig:
     perturbations: int = field(default=5, metadata={"ge": 1})
     difference: Literal["forward", "central"] = "forward"
     directions: Literal["gaussian", "rademacher", "rademacher_bits"] = "gaussian"
+    #: SGD-style decay on every ZO step, x <- x - lr (g_dir + weight_decay x) (the authors use
+    #: 5e-4 on classification tasks); 0 leaves the update exactly as without it
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
 
 
 class ScalarOptimizer:
@@ -42,6 +49,8 @@ class ScalarOptimizer:
 
     name = "zo"
     Config: type = ZOConfig
+    #: whether ``_after_step`` reads ``raw`` (else the step is preconditioned in place)
+    keeps_raw = False
 
     def __init__(self, cfg: ZOConfig, sampler: DirectionSampler, task=None):
         self.cfg = cfg
@@ -63,7 +72,8 @@ class ScalarOptimizer:
         self._apply(params, state, seeds, scalars, final=True)
 
     def _apply(self, params: Params, state: Params, seeds, scalars, final: bool) -> None:
-        """x -= lr * H^{-1/2} (1/P) sum_p g_kp u_kp for k = 1..tau in turn, tensor by tensor.
+        """x -= lr * (H^{-1/2} (1/P) sum_p g_kp u_kp + wd x) for k = 1..tau in turn, tensor by
+        tensor, with H the round-start H; on the round's final update, then the state's update.
 
         Steps are applied one after the other (not summed first), so that any variant whose
         H stays at ones rounds exactly like ZO-SGD, whatever its H schedule.
@@ -71,20 +81,26 @@ class ScalarOptimizer:
         H = self.preconditioner(state)
         with torch.no_grad():
             for i, p in enumerate(params):
+                scale = None if H is None else torch.rsqrt(H[i])
                 for k, (ks, gs) in enumerate(zip(seeds, scalars)):
-                    step = self._step_direction(ks, gs, i, p, H)
-                    p.add_(step, alpha=-self.cfg.lr)
-                    self._after_step(state, i, k, step, final)
+                    raw = self._raw_direction(ks, gs, i, p)
+                    if scale is None:
+                        step = raw
+                    else:
+                        step = raw * scale if self.keeps_raw else raw.mul_(scale)
+                    descend(p, step, self.cfg.lr, self.cfg.weight_decay)
+                    if final:
+                        self._after_step(state, i, k, raw, step)
 
-    def _after_step(self, state: Params, i: int, k: int, step: torch.Tensor, final: bool) -> None:
-        """Hook for state updates driven by the step direction of tensor i."""
+    def _after_step(self, state: Params, i: int, k: int, raw: torch.Tensor, step: torch.Tensor) -> None:
+        """Hook for the state update of tensor i after step k of a round's final update: ``step``
+        is the direction the model took, H_r^{-1/2} (1/P) sum_p g_p u_p, ``raw`` the same before
+        preconditioning (only if ``keeps_raw``; otherwise ``step`` itself). Both are fresh
+        tensors the hook may keep or overwrite."""
 
-    def _step_direction(self, seeds, scalars, i: int, like: torch.Tensor, H: Params | None) -> torch.Tensor:
-        """H_i^{-1/2} sum_p (g_p / P) u_p,i for one step."""
-        d = combine(self.sampler, seeds, step_coefficients(np.asarray(scalars)), i, like)
-        if H is not None:
-            d.mul_(torch.rsqrt(H[i]))
-        return d
+    def _raw_direction(self, seeds, scalars, i: int, like: torch.Tensor) -> torch.Tensor:
+        """(1/P) sum_p g_p u_p,i for one step (before any preconditioning)."""
+        return combine(self.sampler, seeds, step_coefficients(np.asarray(scalars)), i, like)
 
     def check_task(self, task) -> None:
         """Raise UserError when the method cannot run on ``task``."""

@@ -1,16 +1,26 @@
 """HiSo: scalar-only federated ZO with a learned diagonal Hessian (ICLR 2026).
 
-Directions are z = H^{-1/2} u. After the model step, H is updated from the step's aggregated
-direction Delta, rebuilt from seeds and averaged scalars, so it costs no communication:
+Directions are z = H^{-1/2} u. H is fixed within a round (every local step, the client's and the
+server's, uses the round-start H_r). After the round's model update, H is updated from aggregated
+step directions Delta, rebuilt from seeds and averaged scalars, so it costs no communication:
 
     H <- nu * H + (1 - nu) * (Delta**2 + eps)        (h_convention: "nu_on_old", the default)
     H <- (1 - nu) * H + nu * (Delta**2 + eps)        (h_convention: "nu_on_new", the paper's
                                                      equation as printed)
 
-``h_update: round`` (the authors' code) updates H once per round with Delta the round's whole
-direction; ``step`` updates it after every local step (clients use their own scalars inside a
-round, the server the averaged ones). H starts at ones; with nu = 1 it stays at ones and HiSo is
-DeComFL bit for bit.
+Which Delta feeds it (``h_source``; Delta_k = H^{-1/2} (1/P) sum_p gbar_kp u_kp is step k's
+aggregated direction, gbar the averaged scalars):
+
+* ``last_step`` (default; the authors' default): one update per round from the round's last
+  local step, Delta_tau built with H_r (the direction the model took).
+* ``round_sum``: one update per round from the sum of the round's steps, sum_k Delta_k with H_r
+  (hiso before it followed the authors' code).
+* ``every_step`` (the authors' per-step option): tau updates in turn, k = 1..tau, Delta_k rebuilt
+  with the H already updated by steps 1..k-1 (the model's steps still used H_r).
+
+With tau = 1 the three are the same update. ``eps`` is our addition (the paper's, to keep H
+positive definite; the authors' code adds none: set ``eps: 0`` for theirs). H starts at ones
+(``h_init``); with nu = 1 it stays there and HiSo is DeComFL bit for bit, whatever ``h_source``.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ class HiSoConfig(ZOConfig):
     nu: float = field(default=0.95, metadata={"ge": 0, "le": 1})
     h_convention: Literal["nu_on_old", "nu_on_new"] = "nu_on_old"
     eps: float = field(default=1e-8, metadata={"ge": 0})
-    h_update: Literal["round", "step"] = "round"
+    h_source: Literal["last_step", "round_sum", "every_step"] = "last_step"
     h_init: float = field(default=1.0, metadata={"gt": 0})
 
     def check(self, path: str) -> None:
@@ -43,6 +53,10 @@ class HiSo(ScalarOptimizer):
     name = "hiso"
     Config = HiSoConfig
 
+    def __init__(self, cfg, sampler, task=None):
+        super().__init__(cfg, sampler, task)
+        self.keeps_raw = cfg.h_source == "every_step"
+
     def init_state(self, params):
         return [torch.full_like(p, self.cfg.h_init, dtype=torch.float32) for p in params]
 
@@ -54,21 +68,24 @@ class HiSo(ScalarOptimizer):
         return (nu, 1.0 - nu) if self.cfg.h_convention == "nu_on_old" else (1.0 - nu, nu)
 
     def _apply(self, params, state, seeds, scalars, final: bool) -> None:
-        self._round_delta: dict[int, torch.Tensor] = {}
         self._tau = len(seeds)
+        self._round_sum: torch.Tensor | None = None
         super()._apply(params, state, seeds, scalars, final)
 
-    def _after_step(self, state, i, k, step, final) -> None:
-        tau_done = k == self._tau - 1
-        if self.cfg.h_update == "step":
-            self._update_h(state[i], step)
-        elif final:
-            # Delta_r = sum_k of the round's steps; H changes once, after the model step
-            acc = self._round_delta.get(i)
-            acc = step.clone() if acc is None else acc.add_(step)
-            self._round_delta[i] = acc
-            if tau_done:
-                self._update_h(state[i], self._round_delta.pop(i))
+    def _after_step(self, state, i, k, raw, step) -> None:
+        last = k == self._tau - 1
+        source = self.cfg.h_source
+        if source == "every_step":
+            # step k's direction rebuilt with the H that steps 1..k-1 already updated
+            self._update_h(state[i], raw.mul_(torch.rsqrt(state[i])))
+        elif source == "last_step":
+            if last:
+                self._update_h(state[i], step)
+        else:  # round_sum: each step is a fresh tensor, so the first one holds the sum
+            self._round_sum = step if self._round_sum is None else self._round_sum.add_(step)
+            if last:
+                self._update_h(state[i], self._round_sum)
+                self._round_sum = None
 
     def _update_h(self, H: torch.Tensor, delta: torch.Tensor) -> None:
         w_old, w_new = self._weights()

@@ -3,10 +3,10 @@
 It shows that the framework generalises beyond H: the momentum buffer is a d-vector, yet every
 party rebuilds it from broadcast seeds and averaged scalars alone.
 
-    m <- beta * m + Delta_r,   x_{r+1} = x_r - lr * m
+    m <- beta * m + Delta_r (+ weight_decay * x_r),   x_{r+1} = x_r - lr * m
 
-Clients take plain ZO-SGD local steps (the momentum is applied once per round, by every party).
-With beta = 0 this is DeComFL.
+(weight decay as torch's SGD with momentum adds it). Clients take plain ZO-SGD local steps (the
+momentum is applied once per round, by every party). With beta = 0 this is DeComFL.
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ class ZOMomentum(ScalarOptimizer):
             return super()._apply(params, state, seeds, scalars, final)
         with torch.no_grad():
             for i, p in enumerate(params):
-                delta = self._step_direction(seeds[0], scalars[0], i, p, None)
+                delta = self._raw_direction(seeds[0], scalars[0], i, p)
                 for ks, gs in zip(seeds[1:], scalars[1:]):
-                    delta.add_(self._step_direction(ks, gs, i, p, None))
+                    delta.add_(self._raw_direction(ks, gs, i, p))
+                if self.cfg.weight_decay:
+                    delta.add_(p, alpha=self.cfg.weight_decay)
                 m = state[i]
                 m.mul_(self.cfg.beta).add_(delta)
                 p.add_(m, alpha=-self.cfg.lr)

@@ -62,10 +62,13 @@ class Task:
         raise NotImplementedError
 
     def loss_and_grad(self, params: Params, batch: Batch) -> tuple[float, Params]:
+        """Loss and gradient at params. A tensor the batch never reaches (a vocabulary chunk
+        holding none of its tokens, in an untied embedding) has gradient zero."""
         leaves = [p.detach().requires_grad_(True) for p in params]
         value = self.batch_loss(leaves, batch)
-        grads = torch.autograd.grad(value, leaves)
-        return float(value.detach()), [g.detach() for g in grads]
+        grads = torch.autograd.grad(value, leaves, allow_unused=True)
+        return float(value.detach()), [torch.zeros_like(p) if g is None else g.detach()
+                                       for p, g in zip(leaves, grads)]
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, params: Params, H: Params | None = None, split: str = "eval") -> dict[str, float]:

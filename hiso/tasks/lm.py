@@ -72,7 +72,16 @@ class LMConfig:
         if self.dataset not in TEXT_TASKS:
             raise UserError(f"{path}.dataset: unknown text task {self.dataset!r} "
                             f"(known: {', '.join(sorted(TEXT_TASKS))})")
-        if self.partition == "dirichlet" and TEXT_TASKS[self.dataset].is_generation:
+        spec = TEXT_TASKS[self.dataset]
+        hub = self.data_dir is None  # local files may hold any number of rows
+        if hub and spec.eval_rows is not None and self.n_eval > spec.eval_rows:
+            raise UserError(f"{path}.n_eval: {self.n_eval} > the {spec.eval_rows} labelled rows of "
+                            f"{self.dataset}'s {spec.eval_split} split")
+        if hub and spec.train_rows is not None and self.n_train + self.n_dev > spec.train_rows:
+            raise UserError(f"{path}.n_train: {self.n_train} + n_dev {self.n_dev} > the "
+                            f"{spec.train_rows} labelled rows of {self.dataset}'s "
+                            f"{spec.train_split} split")
+        if self.partition == "dirichlet" and spec.is_generation:
             raise UserError(f"{path}.partition: dirichlet needs labels; {self.dataset} is a "
                             f"generation task (use iid)")
         for i, pattern in enumerate(self.trainable or []):

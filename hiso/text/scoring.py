@@ -181,6 +181,28 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
+def _special_head(with_special: list[int], plain: list[int]) -> list[int]:
+    """The special tokens a tokenizer puts before the text (OPT's ``</s>``, Llama's ``<s>``):
+    what precedes ``plain`` in ``with_special`` (any trailing special token is dropped)."""
+    n = len(plain)
+    for i in range(len(with_special) - n + 1):
+        if with_special[i : i + n] == plain:
+            return with_special[:i]
+    raise ValueError("tokenizer: the text's tokens change when special tokens are added")
+
+
+def _split_joint(prompt_plain: list[int], joint: list[int]) -> int:
+    """Where the continuation starts in the joint tokenisation: after the longest common prefix
+    with the prompt's own tokens (a prompt token merged with the continuation's first
+    characters counts as continuation)."""
+    n = 0
+    for a, b in zip(prompt_plain, joint):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
 def encode_pairs(
     tokenizer,
     prompts: Sequence[str],
@@ -191,11 +213,16 @@ def encode_pairs(
 ) -> CandidateBatch:
     """Token rows for every (prompt, continuation) pair.
 
-    The prompt is tokenised with the tokenizer's special tokens (OPT prepends ``</s>``), each
-    continuation without, and the two id lists are concatenated, so the continuation's tokens
-    are exactly the ones scored. Verbalisers carry their own leading space where the template
-    needs one. With ``max_length``, the prompt is cut from the left. ``append_eos`` adds the EOS
-    token to every continuation (answers: the model learns to stop).
+    Each row is the tokenisation of the joint text prompt + continuation, preceded by the
+    tokenizer's special prefix (OPT's ``</s>``, Llama's ``<s>``), and the continuation's tokens
+    are the ones it has *in that joint text*: the joint tokens after their longest common prefix
+    with the prompt's own. Why not tokenise the continuation alone: a SentencePiece tokenizer
+    (Llama-2, Mistral) then writes "Yes" after a newline as ``▁Yes`` where the text the model
+    reads has ``Yes``, and can split a word differently; for byte-level BPE (OPT, GPT-2), whose
+    pre-tokenizer cuts at the continuation's leading space or after the newline, both ways give
+    the same ids (tested). Verbalisers carry their own leading space where the template needs
+    one. With ``max_length``, the prompt is cut from the left. ``append_eos`` adds the EOS token
+    to every continuation (answers: the model learns to stop).
     """
     if len(prompts) != len(continuations):
         raise ValueError(f"{len(prompts)} prompts for {len(continuations)} candidate lists")
@@ -208,14 +235,17 @@ def encode_pairs(
     for s, (prompt, options) in enumerate(zip(prompts, continuations)):
         if not options:
             raise ValueError(f"sample {s} has no candidate")
-        prompt_ids = _ids(tokenizer, prompt, True)
+        prompt_plain = _ids(tokenizer, prompt, False)
+        special = _special_head(_ids(tokenizer, prompt, True), prompt_plain)
         for c, option in enumerate(options):
-            cont = _ids(tokenizer, option, False) + ([int(eos)] if append_eos else [])
-            if not cont:
+            joint = _ids(tokenizer, prompt + option, False)
+            n = _split_joint(prompt_plain, joint)
+            cont = joint[n:] + ([int(eos)] if append_eos else [])
+            if not joint[n:]:
                 raise ValueError(f"candidate {option!r} tokenises to nothing")
-            head = prompt_ids
+            head = special + joint[:n]
             if max_length is not None:
-                head = _truncate_left(prompt_ids, max_length - len(cont), tokenizer.bos_token_id)
+                head = _truncate_left(head, max_length - len(cont), tokenizer.bos_token_id)
             if not head:
                 raise ValueError(f"prompt of sample {s} tokenises to nothing")
             rows.append(head + cont)

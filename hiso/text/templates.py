@@ -66,6 +66,10 @@ class TextTaskSpec:
     synthetic_rows: Callable[[str], list[dict]] | None = field(default=None, repr=False)
     #: prepended to a gold answer to form the training target (the prompt ends in "Answer:")
     answer_prefix: str = " "
+    #: labelled rows of the hub's train and eval splits: a config asking for more is refused
+    #: before anything is loaded (n_train + n_dev <= train_rows, n_eval <= eval_rows)
+    train_rows: int | None = None
+    eval_rows: int | None = None
 
     @property
     def is_generation(self) -> bool:
@@ -193,7 +197,8 @@ def squad_template(s: Sample) -> str:
 
 
 # -- the registry -----------------------------------------------------------------------------
-def _super_glue(name: str, config: str, template, verbalizers, *cols: str) -> TextTaskSpec:
+def _super_glue(name: str, config: str, rows: tuple[int, int], template, verbalizers,
+                *cols: str) -> TextTaskSpec:
     return TextTaskSpec(
         name=name,
         metric="accuracy",
@@ -203,6 +208,8 @@ def _super_glue(name: str, config: str, template, verbalizers, *cols: str) -> Te
         columns=(*cols, "label"),
         hub_name="aps/super_glue",
         hub_config=config,
+        train_rows=rows[0],
+        eval_rows=rows[1],
     )
 
 
@@ -218,6 +225,8 @@ TASKS: dict[str, TextTaskSpec] = {
             columns=("sentence", "label"),
             hub_name="nyu-mll/glue",
             hub_config="sst2",
+            train_rows=67349,
+            eval_rows=872,
         ),
         TextTaskSpec(
             name="qqp",
@@ -228,6 +237,8 @@ TASKS: dict[str, TextTaskSpec] = {
             columns=("question1", "question2", "label"),
             hub_name="nyu-mll/glue",
             hub_config="qqp",
+            train_rows=363846,
+            eval_rows=40430,
         ),
         TextTaskSpec(
             name="squad",
@@ -238,16 +249,19 @@ TASKS: dict[str, TextTaskSpec] = {
             columns=("title", "context", "question", "answers"),
             hub_name="rajpurkar/squad",
             hub_config="plain_text",
+            train_rows=87599,
+            eval_rows=10570,
         ),
-        _super_glue("cb", "cb", cb_template, YES_NO_MAYBE, "premise", "hypothesis"),
+        _super_glue("cb", "cb", (250, 56), cb_template, YES_NO_MAYBE, "premise", "hypothesis"),
         _super_glue(
-            "wsc", "wsc.fixed", wsc_template, NO_YES, "text", "span1_text", "span2_text"
+            "wsc", "wsc.fixed", (554, 104), wsc_template, NO_YES, "text", "span1_text", "span2_text"
         ),
-        _super_glue("wic", "wic", wic_template, NO_YES, "word", "sentence1", "sentence2"),
-        _super_glue("rte", "rte", rte_template, YES_NO, "premise", "hypothesis"),
-        _super_glue("boolq", "boolq", boolq_template, ANSWER_NO_YES, "passage", "question"),
+        _super_glue("wic", "wic", (5428, 638), wic_template, NO_YES, "word", "sentence1", "sentence2"),
+        _super_glue("rte", "rte", (2490, 277), rte_template, YES_NO, "premise", "hypothesis"),
+        _super_glue("boolq", "boolq", (9427, 3270), boolq_template, ANSWER_NO_YES, "passage", "question"),
         _super_glue(
-            "multirc", "multirc", multirc_template, NO_YES, "paragraph", "question", "answer"
+            "multirc", "multirc", (27243, 4848), multirc_template, NO_YES, "paragraph", "question",
+            "answer"
         ),
         TextTaskSpec(
             name="synthetic",

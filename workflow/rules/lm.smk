@@ -5,13 +5,16 @@
 #     select`), FedZO and FedAvg at fixed lrs -> figures/lm_smoke_convergence.png,
 #     paper_tables/lm_smoke.md/.csv, paper_tables/lm_smoke_lr_selection.md/.csv
 #   Paper grid (`--config tier=paper`, GPUs + hub or a populated HF_HOME): OPT-125M..2.7B x
-#     {SST-2, QQP, SQuAD} x {HiSo, DeComFL, FedZO, FedAvg, FedAdam}, DeComFL's SuperGLUE tasks on
-#     OPT-125M/1.3B, and the reviewers' newer small models; one figure and one table per
-#     (model, task): figures/lm_{model}_{task}.png, paper_tables/lm_{model}_{task}.md/.csv, the
-#     latter with the published values of reference/paper_values.csv beside ours
+#     {SST-2, QQP, SQuAD} x {HiSo, DeComFL, MeZO, FedZO, FedAvg, FedAdam}, DeComFL's SuperGLUE
+#     tasks on OPT-125M/1.3B, and the reviewers' newer small models, at the authors' settings;
+#     every method's lr selected on the dev split as in the CPU tier; one figure and two tables
+#     per (model, task): figures/lm_{model}_{task}.png, paper_tables/lm_{model}_{task}.md/.csv
+#     (the published values of reference/paper_values.csv beside ours) and
+#     paper_tables/lm_{model}_{task}_lr_selection.md/.csv
 #     `snakemake reproduce-all --config tier=paper -n` lists every job offline: building the DAG
 #     reads only configs, never the hub.
 import json
+import re
 
 LM = config["lm"]
 LM_SMOKE = LM["smoke"]
@@ -21,8 +24,9 @@ LM_TINY = f"{shlex.quote(sys.executable)} -m hiso.models tiny"
 
 wildcard_constraints:
     lm_variant="[A-Za-z0-9_.-]+",
-    lm_model="[A-Za-z0-9_.-]+",
-    lm_task="[A-Za-z0-9_]+",
+    # only the configured keys: "lm_smoke_lr_selection.md" is no (model, task) pair
+    lm_model="|".join(re.escape(m) for m in LM_PAPER["models"]),
+    lm_task="|".join(re.escape(t) for t in LM_PAPER["tasks"]),
     lm_seed="[0-9]+",
     lm_lr="[0-9.e+-]+",
 
@@ -135,36 +139,61 @@ ALL_OUTPUTS += rules.lm_smoke_report.output
 
 
 # -- paper grid -------------------------------------------------------------------------------
-def lm_paper_jobs():
-    """(model, task, method, seed) of every paper-grid run, each once."""
-    jobs = []
+# Per (model, task, method) of the grids: the method's lr grid on the selection seeds, `hiso
+# select` on the dev split, the report seeds at the selected lr; per (model, task): a figure, a
+# table with the published values beside ours, and the selection table.
+LM_PAPER_RES = LM_PAPER["results"]
+
+
+def lm_paper_triples():
+    """(model, task, method) of every paper-grid cell, each once, in config order."""
+    out = []
     for grid in LM_PAPER["grids"].values():
         for m in grid["models"]:
             for t in grid["tasks"]:
                 for v in grid["methods"]:
-                    for s in LM_PAPER["seeds"]:
-                        if (m, t, v, s) not in jobs:
-                            jobs.append((m, t, v, s))
-    return jobs
+                    if (m, t, v) not in out:
+                        out.append((m, t, v))
+    return out
 
 
-LM_PAPER_JOBS = lm_paper_jobs()
-LM_PAPER_PAIRS = sorted({(m, t) for m, t, _, _ in LM_PAPER_JOBS})
+LM_PAPER_TRIPLES = lm_paper_triples()
+LM_PAPER_PAIRS = sorted({(m, t) for m, t, _ in LM_PAPER_TRIPLES})
+
+
+def lm_paper_lrs(model, variant):
+    """A method's lr grid for a model (``lrs``: a list, or per model key with a default)."""
+    lrs = LM_PAPER["methods"][variant]["lrs"]
+    if isinstance(lrs, dict):
+        lrs = lrs.get(model, lrs["default"])
+    return [f"{float(lr):g}" for lr in lrs]
+
+
+def lm_paper_sets(w, *extra):
+    """--set flags of a paper run: the method, its own overrides, the model and the task."""
+    return (lm_method_sets(LM_PAPER["methods"][w.lm_variant]) + " "
+            + sets([f"task.model={LM_PAPER['models'][w.lm_model]}", f"task.dataset={w.lm_task}",
+                    *LM_PAPER["tasks"][w.lm_task], *extra]))
 
 
 def lm_pair_runs(w):
-    return [f"results/lm_paper/{m}/{t}/{v}/seed{s}/summary.json"
-            for m, t, v, s in LM_PAPER_JOBS if (m, t) == (w.lm_model, w.lm_task)]
+    return [f"{LM_PAPER_RES}/{m}/{t}/report/{v}/seed{s}/summary.json"
+            for m, t, v in LM_PAPER_TRIPLES if (m, t) == (w.lm_model, w.lm_task)
+            for s in LM_PAPER["report_seeds"]]
 
 
-rule lm_paper_run:
+def lm_pair_selections(w):
+    return [f"{LM_PAPER_RES}/{m}/{t}/selected/{v}.json"
+            for m, t, v in LM_PAPER_TRIPLES if (m, t) == (w.lm_model, w.lm_task)]
+
+
+rule lm_paper_grid:
+    """One lr of a method's grid on one selection seed (every run of a cell shares its name)."""
     output:
-        "results/lm_paper/{lm_model}/{lm_task}/{lm_variant}/seed{lm_seed}/summary.json",
+        LM_PAPER_RES + "/{lm_model}/{lm_task}/grid/{lm_variant}/lr{lm_lr}/seed{lm_seed}/summary.json",
     params:
-        sets=lambda w: lm_method_sets(LM_PAPER["methods"][w.lm_variant])
-        + " " + sets([f"task.model={LM_PAPER['models'][w.lm_model]}", f"task.dataset={w.lm_task}",
-                      *LM_PAPER["tasks"][w.lm_task], f"seed={w.lm_seed}",
-                      f"name=lm-{w.lm_model}-{w.lm_task}-{w.lm_variant}-seed{w.lm_seed}"]),
+        sets=lambda w: lm_paper_sets(w, f"method.lr={w.lm_lr}", f"seed={w.lm_seed}",
+                                     f"name=lm-{w.lm_model}-{w.lm_task}-{w.lm_variant}"),
         out=lambda w, output: os.path.dirname(output[0]),
     resources:
         gpu=1,
@@ -172,39 +201,76 @@ rule lm_paper_run:
         "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} --no-progress"
 
 
+rule lm_paper_select:
+    input:
+        lambda w: expand(LM_PAPER_RES + "/{m}/{t}/grid/{v}/lr{lr}/seed{s}/summary.json",
+                         m=w.lm_model, t=w.lm_task, v=w.lm_variant,
+                         lr=lm_paper_lrs(w.lm_model, w.lm_variant), s=LM_PAPER["selection_seeds"]),
+    output:
+        LM_PAPER_RES + "/{lm_model}/{lm_task}/selected/{lm_variant}.json",
+    shell:
+        "{HISO} select {input} --out {output} --last {LM_PAPER[select_last]}"
+
+
+rule lm_paper_run:
+    """A report seed at the lr selected on the dev split."""
+    input:
+        selected=LM_PAPER_RES + "/{lm_model}/{lm_task}/selected/{lm_variant}.json",
+    output:
+        LM_PAPER_RES + "/{lm_model}/{lm_task}/report/{lm_variant}/seed{lm_seed}/summary.json",
+    params:
+        sets=lambda w: lm_paper_sets(w, f"seed={w.lm_seed}",
+                                     f"name=lm-{w.lm_model}-{w.lm_task}-{w.lm_variant}-seed{w.lm_seed}"),
+        out=lambda w, output: os.path.dirname(output[0]),
+    resources:
+        gpu=1,
+    shell:
+        "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} "
+        "--lr-from {input.selected} --no-progress"
+
+
 rule lm_paper_aggregate:
     input:
         lm_pair_runs,
     output:
-        "results/lm_paper/{lm_model}/{lm_task}/metrics.csv",
+        LM_PAPER_RES + "/{lm_model}/{lm_task}/metrics.csv",
     shell:
         "{HISO} aggregate {input} --out {output}"
 
 
 rule lm_paper_report:
     input:
-        metrics="results/lm_paper/{lm_model}/{lm_task}/metrics.csv",
+        metrics=LM_PAPER_RES + "/{lm_model}/{lm_task}/metrics.csv",
+        selected=lm_pair_selections,
         paper=PAPER_VALUES,
     output:
         fig="figures/lm_{lm_model}_{lm_task}.png",
         md="paper_tables/lm_{lm_model}_{lm_task}.md",
         csv="paper_tables/lm_{lm_model}_{lm_task}.csv",
+        sel_md="paper_tables/lm_{lm_model}_{lm_task}_lr_selection.md",
+        sel_csv="paper_tables/lm_{lm_model}_{lm_task}_lr_selection.csv",
     params:
-        title=lambda w: f"{LM_PAPER['models'][w.lm_model]} on {w.lm_task} (paper grid)",
+        title=lambda w: f"{LM_PAPER['models'][w.lm_model]} on {w.lm_task} (paper grid; every "
+        "method at its lr selected on the dev split)",
+        sel_title=lambda w: f"{LM_PAPER['models'][w.lm_model]} on {w.lm_task}: "
+        "learning-rate selection on the dev split",
         reference=lambda w: (f"--reference {LM_PAPER['reference']}"
-                             if any(v == LM_PAPER["reference"] for m, t, v, _ in LM_PAPER_JOBS
-                                    if (m, t) == (w.lm_model, w.lm_task)) else ""),
+                             if (w.lm_model, w.lm_task, LM_PAPER["reference"]) in LM_PAPER_TRIPLES
+                             else ""),
     shell:
         "{HISO} figure convergence {input.metrics} --out {output.fig} && "
         "{HISO} table convergence {input.metrics} --out {output.md} --csv {output.csv} "
         "--title {params.title:q} {params.reference} --paper {input.paper} "
-        "--paper-model {wildcards.lm_model} --paper-task {wildcards.lm_task}"
+        "--paper-model {wildcards.lm_model} --paper-task {wildcards.lm_task} && "
+        "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} "
+        "--title {params.sel_title:q}"
 
 
 rule lm_paper_all:
     """Every paper-grid figure and table (also part of reproduce-all with --config tier=paper)."""
     input:
         [f"paper_tables/lm_{m}_{t}.md" for m, t in LM_PAPER_PAIRS],
+        [f"paper_tables/lm_{m}_{t}_lr_selection.md" for m, t in LM_PAPER_PAIRS],
         [f"figures/lm_{m}_{t}.png" for m, t in LM_PAPER_PAIRS],
 
 

@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import selection; selection.add_commands(sub)  # noqa: E702 (hiso select)
     from . import digits_report; digits_report.add_commands(sub)  # noqa: E702 (hiso digits ...)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
+    from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
     return p
 
 

@@ -219,3 +219,21 @@ def test_client_back_after_missing_rounds_catches_up_and_killed_server_resumes(t
                                       outcomes[name]["params_sha256"])
     assert outcomes["killed"]["params_sha256"] == outcomes["straight"]["params_sha256"]
     assert (tmp_path / "killed" / "ledger.csv").read_text() == (tmp_path / "straight" / "ledger.csv").read_text()
+
+
+def test_flower_simulation_engine_matches_in_process(tmp_path, one_torch_thread):
+    """``federation.backend: flower-sim`` through ``hiso run``: Flower's own engine (Ray)."""
+    pytest.importorskip("ray")
+    from hiso.cli import main
+
+    cfg = _cfg(tmp_path, **{"federation.rounds": 3, "eval.every": 3,
+                            "federation.flower.round_timeout": 300.0, "federation.flower.wait_nodes": 300.0})
+    ref = _inprocess(tmp_path, cfg)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--out", str(tmp_path / "sim"), "--no-progress",
+                 "--set", "federation.backend=flower-sim"]) == 0
+    got = json.loads((tmp_path / "sim" / "summary.json").read_text())
+    assert got["params_sha256"] == ref["params_sha256"] and got["rounds"] == 3
+    assert (tmp_path / "sim" / "ledger.csv").read_text() == (tmp_path / "inprocess" / "ledger.csv").read_text()
+    assert not (tmp_path / "sim" / apps.CLIENT_DIR).exists()  # clients' state removed once done

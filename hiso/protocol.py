@@ -249,7 +249,7 @@ class ZOClient:
         msg = ZODownlink.decode(down, self.tau, self.P)
         cs = self.held
         skip = cs.synced - msg.first_missed
-        if skip < 0 or msg.first_missed + len(msg.missed) != msg.round:
+        if not 0 <= skip <= len(msg.missed) or msg.first_missed + len(msg.missed) != msg.round:
             raise ValueError(f"client {self.client}: holds round {cs.synced}, downlink catches up "
                              f"rounds {msg.first_missed}..{msg.round - 1}")
         catch_up(self.opt, cs.params, cs.state, msg.missed[skip:], self.tau, self.P)

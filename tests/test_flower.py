@@ -24,6 +24,7 @@ from hiso.config import resolve  # noqa: E402
 from hiso.deploy.flower import apps, records  # noqa: E402
 from hiso.deploy.flower.server import WIRE  # noqa: E402
 from hiso.io import read_jsonl  # noqa: E402
+from hiso.messages import ScalarUpload  # noqa: E402
 from hiso.runner import Run  # noqa: E402
 
 from helpers import config  # noqa: E402
@@ -154,7 +155,7 @@ def test_dropped_and_rejected_replies_leave_the_round_to_the_others(tmp_path, ca
         if drop.get(r) == c:
             return None
         if stale.get(r) == c:
-            up = records.ScalarUpload(r - 1, c, np.zeros((1, 5), np.float32)).encode()
+            up = ScalarUpload(r - 1, c, np.zeros((1, 5), np.float32)).encode()
             return Message(records.zo_reply(up, 0.0), reply_to=msg)
         if bad.get(r) == c:
             return Message(records.zo_reply(b"\x00" * 7, 0.0), reply_to=msg)

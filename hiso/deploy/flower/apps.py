@@ -173,19 +173,25 @@ def submit(resolved, out: Path, progress: bool = True, poll: float = 1.0) -> dic
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _wait(summary: Path, since: float, finished, poll: float) -> dict:
-    """The summary the ServerApp writes once the run ends (newer than ``since``)."""
-    while True:
+def _wait(summary: Path, since: float, finished, poll: float, ask_every: int = 15) -> dict:
+    """The summary the ServerApp writes once the run ends (newer than ``since``); asks Flower
+    whether the run ended (a `flwr` process) every ``ask_every`` polls only."""
+    def written():
         if summary.exists() and summary.stat().st_mtime >= since:
             data = json.loads(summary.read_text())
             if data.get("status") in ("ok", "diverged", "failed"):
                 return data
-        status = finished()
-        if status is not None:
-            if summary.exists() and summary.stat().st_mtime >= since:
-                continue  # written just now: read it on the next pass
+        return None
+
+    n = 0
+    while (data := written()) is None:
+        n += 1
+        if n % ask_every == 0 and (status := finished()) is not None:
+            if (data := written()) is not None:
+                return data
             raise RuntimeError(f"the Flower run ended ({status}) without writing {summary}")
         time.sleep(poll)
+    return data
 
 
 def _run_finished(run_id, env) -> str | None:

@@ -20,7 +20,7 @@ pytest.importorskip("flwr")
 
 from hiso.config import resolve  # noqa: E402
 from hiso.deploy.flower import apps  # noqa: E402
-from hiso.deploy.flower.local import LocalDeployment, _free_port  # noqa: E402
+from hiso.deploy.flower.local import LocalDeployment, _free_port, descendants  # noqa: E402
 from hiso.io import read_jsonl  # noqa: E402
 from hiso.runner import Run  # noqa: E402
 
@@ -128,21 +128,6 @@ def test_killed_supernode_is_dropped_then_catches_up_after_restart(deployment, t
     assert _held_state_replays_to(dep.work / f"node-{victim}", hist, summary["params_sha256"])
 
 
-def _serverapp_pids(superlink_pid: int) -> list[int]:
-    pids = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ")
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"flwr-serverapp" in cmd and ppid == superlink_pid:
-            pids.append(int(d.name))
-    return pids
-
-
 def test_killed_serverapp_rerun_resumes_from_history(deployment, tmp_path):
     dep, port = deployment
     cfg = _cfg(port, "quadratic", "hiso", rounds=6)
@@ -150,8 +135,8 @@ def test_killed_serverapp_rerun_resumes_from_history(deployment, tmp_path):
     out = tmp_path / "flower"
     thread, result = _submit_in_thread(resolve(_flower(cfg)), out)
     _wait_round(out, 2, thread)
-    pids = _serverapp_pids(dep.procs["superlink"].pid)
-    assert len(pids) == 1
+    pids = [p for p, cmd in descendants(dep.procs["superlink"].pid).items() if "flwr-serverapp" in cmd]
+    assert len(pids) == 1, descendants(dep.procs["superlink"].pid)
     os.kill(pids[0], signal.SIGKILL)
     thread.join()
     assert "error" in result  # the run ended without a summary

@@ -51,6 +51,27 @@ def _wait_port(port: int, proc: subprocess.Popen, seconds: float, what: str) -> 
     raise RuntimeError(f"{what} is not listening on port {port} after {seconds:.0f} s")
 
 
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command line of every process below ``pid`` (Flower detaches some: the SuperLink
+    starts its SuperExec in a new session, which starts the ServerApps)."""
+    parent, cmd = {}, {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd[int(d.name)] = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = {}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                found[child] = cmd[child]
+                frontier.append(child)
+    return found
+
+
 class LocalDeployment:
     """SuperLink + one SuperNode per client on loopback; a context manager that stops them."""
 
@@ -132,6 +153,7 @@ class LocalDeployment:
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:
             return
+        below = descendants(proc.pid)
         try:
             os.killpg(proc.pid, sig)  # the session we started for it: it and its app processes
             proc.wait(timeout=wait)
@@ -140,6 +162,11 @@ class LocalDeployment:
             proc.wait()
         except ProcessLookupError:
             pass
+        for pid in below:  # those it started in sessions of their own, if still there
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def superlink_port(resolved) -> int:

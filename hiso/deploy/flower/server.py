@@ -33,7 +33,7 @@ from . import records
 log = logging.getLogger("hiso.flower")
 
 WIRE, RUN_TOKEN = "wire.csv", "flower_run.txt"
-POLL_SECONDS = 0.05
+POLL_SECONDS = 0.25  # a SuperNode itself polls every 3 s
 
 
 class Link:
@@ -139,6 +139,8 @@ class Link:
             if c not in replies:
                 log.warning("round %d: client %d dropped: no answer within %.0f s", r, c,
                             self.flower.round_timeout)
+            elif replies[c].has_error():  # Flower's word: node gone, ClientApp crashed, ...
+                log.warning("round %d: client %d dropped: %s", r, c, replies.pop(c).error.reason)
         return replies
 
     def accepted(self, r: int, c: int, msg) -> None:

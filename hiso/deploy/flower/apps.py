@@ -121,6 +121,8 @@ build-backend = "hatchling.build"
 [project]
 name = "hiso-flower"
 version = "1.0.0"
+description = "hiso's ServerApp and ClientApp (the package must be installed where they run)"
+license = "Apache-2.0"
 dependencies = []
 
 [tool.hatch.build.targets.wheel]
@@ -159,13 +161,15 @@ def submit(resolved, out: Path, progress: bool = True, poll: float = 1.0) -> dic
                                "--run-config", f'config-b64="{conf}" out="{out}"'],
                               env=env, capture_output=True, text=True)
         try:
-            run_id = json.loads(proc.stdout)["run-id"]
-        except (ValueError, KeyError, TypeError):
-            run_id = None
+            answer = json.loads(proc.stdout)
+        except ValueError:
+            answer = {}
+        run_id = answer.get("run-id") if isinstance(answer, dict) else None
         if proc.returncode != 0 or run_id is None:
-            tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-            raise UserError(f"federation.flower.superlink: could not start a run on {address}: "
-                            + " | ".join(tail))
+            reason = (answer.get("error-message") if isinstance(answer, dict) else None) or (
+                proc.stdout + proc.stderr)
+            lines = reason.strip().splitlines() or ["no answer"]
+            raise UserError(f"federation.flower.superlink: could not start a run on {address}: {lines[-1]}")
         print(f"hiso: Flower run {run_id} on {address}; ServerApp log: `flwr log {run_id}`",
               file=sys.stderr)
         return _wait(out / "summary.json", started, lambda: _run_finished(run_id, env), poll)

@@ -170,7 +170,7 @@ def submit(resolved, out: Path, progress: bool = True, poll: float = 1.0) -> dic
                 proc.stdout + proc.stderr)
             lines = reason.strip().splitlines() or ["no answer"]
             raise UserError(f"federation.flower.superlink: could not start a run on {address}: {lines[-1]}")
-        print(f"hiso: Flower run {run_id} on {address}; ServerApp log: `flwr log {run_id}`",
+        print(f"hiso: Flower run {run_id} on {address}; waiting for {out / 'summary.json'}",
               file=sys.stderr)
         return _wait(out / "summary.json", started, lambda: _run_finished(run_id, env), poll)
     finally:

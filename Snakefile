@@ -11,6 +11,7 @@ include: "workflow/rules/quadratic.smk"
 include: "workflow/rules/theory.smk"
 include: "workflow/rules/digits.smk"
 include: "workflow/rules/lm.smk"
+include: "workflow/rules/flower.smk"  # not in reproduce-all (needs the flower extra)
 
 
 rule reproduce_all:

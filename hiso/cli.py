@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import selection; selection.add_commands(sub)  # noqa: E702 (hiso select)
     from . import digits_report; digits_report.add_commands(sub)  # noqa: E702 (hiso digits ...)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
+    from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
     return p
 
 
@@ -60,7 +61,7 @@ def _dispatch(args) -> int:
         print(config.dump_yaml(resolved.to_dict()), end="")
         return 0
     if args.command == "run":
-        from .runner import Run
+        from .deploy import execute
 
         overrides = list(args.overrides)
         if args.lr_from:
@@ -68,7 +69,7 @@ def _dispatch(args) -> int:
 
             overrides.append(f"method.lr={selected_lr(args.lr_from)!r}")
         resolved = config.load(args.config, overrides)
-        summary = Run(resolved, Path(args.out), progress=not args.no_progress).execute()
+        summary = execute(resolved, Path(args.out), progress=not args.no_progress)
         print(f"{args.out}: {summary['status']} after {summary['rounds']} rounds, "
               f"{summary['metric']} = {summary['final_metric']}", file=sys.stderr)
         return 0 if summary["status"] in ("ok", "diverged") else 1

@@ -21,6 +21,19 @@ from .schema import build, to_dict
 
 
 @dataclass
+class FlowerConfig:
+    """Settings of the Flower backends (``hiso.deploy.flower``); ignored in process."""
+
+    #: SuperLink address that `flwr run` submits to (backend ``flower``)
+    superlink: str = "127.0.0.1:9093"
+    #: seconds the server waits for a round's replies; a client that has not answered by then
+    #: is dropped from that round's average
+    round_timeout: float = field(default=300.0, metadata={"gt": 0})
+    #: seconds the server waits at start for all clients to connect before it begins anyway
+    wait_nodes: float = field(default=300.0, metadata={"ge": 0})
+
+
+@dataclass
 class FederationConfig:
     clients: int = field(default=6, metadata={"ge": 1})
     sampled: int = field(default=2, metadata={"ge": 1})
@@ -28,6 +41,9 @@ class FederationConfig:
     rounds: int = field(default=100, metadata={"ge": 1})
     aggregation: Literal["mean", "weighted"] = "mean"
     mode: Literal["simulation", "faithful"] = "simulation"
+    #: who runs the clients: this process, Flower's simulation engine, or Flower SuperNodes
+    backend: Literal["inprocess", "flower-sim", "flower"] = "inprocess"
+    flower: FlowerConfig = field(default_factory=FlowerConfig)
 
     def check(self, path: str) -> None:
         if self.sampled > self.clients:

@@ -191,19 +191,7 @@ class ZOFederation:
         return cs.params, cs.state, (_clone(cs.params), _clone(cs.state))
 
     def _local_round(self, params: Params, state: Params, c: int, r: int, seeds) -> tuple[np.ndarray, float]:
-        cfg = self.opt.cfg
-        out = np.empty((self.tau, self.P), dtype=np.float32)
-        losses = []
-        for k in range(self.tau):
-            batch = self.task.batch(c, r, k)
-            H = self.opt.preconditioner(state)
-            g, f0 = estimate(lambda pert: self.task.loss(params, batch, pert), seeds[k], cfg.mu,
-                             self.opt.sampler, H, cfg.difference)
-            out[k] = g
-            losses.append(f0)
-            if k < self.tau - 1:  # the last step would be undone by the reset: skip its sweep
-                self.opt.local_step(params, state, seeds[k], g)
-        return out, float(np.mean(losses))
+        return local_round(self.task, self.opt, params, state, c, r, seeds)
 
     # -- resume ------------------------------------------------------------------------------
     def replay(self, r: int, rseed: int, clients: list[int], scalars: np.ndarray) -> None:
@@ -219,6 +207,66 @@ def catch_up(opt, params: Params, state: Params, missed, tau: int, P: int) -> No
     """Replay missed rounds in order with the optimiser's one round update."""
     for seed, scalars in missed:
         opt.round_update(params, state, step_seeds(seed, tau, P), scalars)
+
+
+def local_round(task, opt, params: Params, state: Params, c: int, r: int, seeds) -> tuple[np.ndarray, float]:
+    """Client c's tau local steps of round r from (params, state): float32 [tau, P] scalars and
+    the mean loss. Leaves params/state after tau - 1 steps; the caller resets them."""
+    cfg = opt.cfg
+    tau, P = len(seeds), len(seeds[0])
+    out = np.empty((tau, P), dtype=np.float32)
+    losses = []
+    for k in range(tau):
+        batch = task.batch(c, r, k)
+        H = opt.preconditioner(state)
+        g, f0 = estimate(lambda pert: task.loss(params, batch, pert), seeds[k], cfg.mu,
+                         opt.sampler, H, cfg.difference)
+        out[k] = g
+        losses.append(f0)
+        if k < tau - 1:  # the last step would be undone by the reset: skip its sweep
+            opt.local_step(params, state, seeds[k], g)
+    return out, float(np.mean(losses))
+
+
+class ZOClient:
+    """One client's half of the scalar-only protocol, for transports that run it elsewhere
+    (e.g. a Flower ClientApp): its own model, optimiser state and last-sync round. It answers a
+    ZODownlink with a ScalarUpload and keeps the round-start state, as faithful mode does.
+
+    A downlink may start before the round the client holds (the server did not see the
+    client's last reply): the rounds it already applied are skipped, the history being
+    append-only. One that starts after it (the client lost its state) is refused.
+    """
+
+    def __init__(self, task, opt, client: int, tau: int, P: int, held: ClientState | None = None):
+        self.task, self.opt, self.client, self.tau, self.P = task, opt, client, tau, P
+        if held is None:
+            fresh = task.init_params()
+            held = ClientState(fresh, opt.init_state(fresh), 0)
+        self.held = held
+
+    def respond(self, down: bytes) -> tuple[bytes, float]:
+        msg = ZODownlink.decode(down, self.tau, self.P)
+        cs = self.held
+        skip = cs.synced - msg.first_missed
+        if not 0 <= skip <= len(msg.missed) or msg.first_missed + len(msg.missed) != msg.round:
+            raise ValueError(f"client {self.client}: holds round {cs.synced}, downlink catches up "
+                             f"rounds {msg.first_missed}..{msg.round - 1}")
+        catch_up(self.opt, cs.params, cs.state, msg.missed[skip:], self.tau, self.P)
+        cs.synced = msg.round
+        reset = (_clone(cs.params), _clone(cs.state)) if self.tau > 1 else None
+        scalars, loss = local_round(self.task, self.opt, cs.params, cs.state, self.client, msg.round,
+                                    step_seeds(msg.round_seed, self.tau, self.P))
+        if reset is not None:
+            _copy_into(cs.params, reset[0])
+            _copy_into(cs.state, reset[1])
+        return ScalarUpload(msg.round, self.client, scalars).encode(), loss
+
+
+def vector_local_round(task, method, work: Params, c: int, r: int, rseed: int, steps: int) -> float:
+    """A full-vector client's local steps on ``work`` (in place); its mean training loss."""
+    return float(np.mean([method.local_step(task, work, task.batch(c, r, k), derive(rseed, c, k))
+                          for k in range(steps)]))
 
 
 class VectorFederation:
@@ -245,10 +293,8 @@ class VectorFederation:
             down = VectorMessage(r, c, self.params)
             self.ledger.record(r, c, "down", "model", down)
             _copy_into(self._work, down.decode(self._work))
-            step_losses = [self.method.local_step(self.task, self._work, self.task.batch(c, r, k),
-                                                  derive(rseed, c, k))
-                           for k in range(self.fed.local_steps)]
-            losses.append(float(np.mean(step_losses)))
+            losses.append(vector_local_round(self.task, self.method, self._work, c, r, rseed,
+                                             self.fed.local_steps))
             with torch.no_grad():
                 for wk, p in zip(self._work, self.params):
                     wk.sub_(p)

@@ -69,23 +69,36 @@ def _first_difference(a, b, path: str = "") -> str:
     return path or "<root>"
 
 
+def build_task_and_method(r: Resolved):
+    """The task and the method of a resolved config (sets the run's torch thread count)."""
+    run = r.run
+    if run.runtime.threads:
+        torch.set_num_threads(run.runtime.threads)
+    task = r.task_cls(r.task_cfg, run.federation.clients, run.seed, run.runtime)
+    kind = getattr(r.method_cfg, "directions", "gaussian")
+    method = r.method_cls(r.method_cfg, DirectionSampler(kind, device=run.runtime.device), task)
+    method.check_task(task)
+    return task, method
+
+
 class Run:
-    def __init__(self, resolved: Resolved, out: Path, progress: bool = True):
+    """``make_federation(task, method, ledger)``, when given, builds the federation that runs the
+    rounds (e.g. one whose clients are reached over a network, ``hiso.deploy``); the run
+    directory, evaluation and resume are the same whatever runs the rounds."""
+
+    def __init__(self, resolved: Resolved, out: Path, progress: bool = True, make_federation=None):
         self.r = resolved
         self.out = Path(out)
         self.progress = progress
+        self.make_federation = make_federation
 
     def build(self):
         run = self.r.run
-        if run.runtime.threads:
-            torch.set_num_threads(run.runtime.threads)
-        task = self.r.task_cls(self.r.task_cfg, run.federation.clients, run.seed, run.runtime)
-        kind = getattr(self.r.method_cfg, "directions", "gaussian")
-        sampler = DirectionSampler(kind, device=run.runtime.device)
-        method = self.r.method_cls(self.r.method_cfg, sampler, task)
-        method.check_task(task)
+        task, method = build_task_and_method(self.r)
         ledger = Ledger(keep_entries=False)  # rows go to ledger.csv; memory stays flat
-        if isinstance(method, ScalarOptimizer):
+        if self.make_federation is not None:
+            fed = self.make_federation(task, method, ledger)
+        elif isinstance(method, ScalarOptimizer):
             fed = ZOFederation(task, method, run.federation, run.seed, ledger)
         else:
             fed = VectorFederation(task, method, run.federation, run.seed, ledger)

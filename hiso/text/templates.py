@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import UserError
+from .reviews import review_split
 from .synthetic import synthetic_split
 
 
@@ -258,6 +259,16 @@ TASKS: dict[str, TextTaskSpec] = {
             columns=("sentence", "label"),
             hub_name=None,
             synthetic_rows=synthetic_split,
+        ),
+        TextTaskSpec(  # generated English reviews, held-out polarity words in eval (reviews.py)
+            name="reviews",
+            metric="accuracy",
+            row_to_sample=_classification(SENTIMENT, "sentence"),
+            template=sst2_template,
+            verbalizers=SENTIMENT,
+            columns=("sentence", "label"),
+            hub_name=None,
+            synthetic_rows=review_split,
         ),
     )
 }

@@ -13,6 +13,7 @@ include: "workflow/rules/theory.smk"
 include: "workflow/rules/digits.smk"
 include: "workflow/rules/lm.smk"
 include: "workflow/rules/pretrained.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 rule reproduce_all:

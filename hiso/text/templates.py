@@ -207,6 +207,20 @@ def _super_glue(name: str, config: str, template, verbalizers, *cols: str) -> Te
     )
 
 
+def _generated_sentiment(name: str, rows) -> TextTaskSpec:
+    """A generated task in SST-2's shape (columns, template, verbalisers): no download."""
+    return TextTaskSpec(
+        name=name,
+        metric="accuracy",
+        row_to_sample=_classification(SENTIMENT, "sentence"),
+        template=sst2_template,
+        verbalizers=SENTIMENT,
+        columns=("sentence", "label"),
+        hub_name=None,
+        synthetic_rows=rows,
+    )
+
+
 TASKS: dict[str, TextTaskSpec] = {
     spec.name: spec
     for spec in (
@@ -250,26 +264,8 @@ TASKS: dict[str, TextTaskSpec] = {
         _super_glue(
             "multirc", "multirc", multirc_template, NO_YES, "paragraph", "question", "answer"
         ),
-        TextTaskSpec(
-            name="synthetic",
-            metric="accuracy",
-            row_to_sample=_classification(SENTIMENT, "sentence"),
-            template=sst2_template,
-            verbalizers=SENTIMENT,
-            columns=("sentence", "label"),
-            hub_name=None,
-            synthetic_rows=synthetic_split,
-        ),
-        TextTaskSpec(  # generated English reviews, held-out polarity words in eval (reviews.py)
-            name="reviews",
-            metric="accuracy",
-            row_to_sample=_classification(SENTIMENT, "sentence"),
-            template=sst2_template,
-            verbalizers=SENTIMENT,
-            columns=("sentence", "label"),
-            hub_name=None,
-            synthetic_rows=review_split,
-        ),
+        _generated_sentiment("synthetic", synthetic_split),
+        _generated_sentiment("reviews", review_split),  # held-out polarity words in eval
     )
 }
 

@@ -3,6 +3,7 @@
 #
 #   snakemake reproduce-all --cores 2                    # the CPU tier
 #   snakemake reproduce-all --cores 2 --config tier=paper  (the GPU grid, where defined)
+#   snakemake reproduce-all --cores 2 --config tier=pretrained  (+ SmolLM2-135M on CPU, no hub)
 
 configfile: "configs/pipeline.yaml"
 
@@ -12,6 +13,8 @@ include: "workflow/rules/theory.smk"
 include: "workflow/rules/digits.smk"
 include: "workflow/rules/lm.smk"
 include: "workflow/rules/flower.smk"  # not in reproduce-all (needs the flower extra)
+include: "workflow/rules/pretrained.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 rule reproduce_all:

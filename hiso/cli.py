@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_commands(sub)
     from . import selection; selection.add_commands(sub)  # noqa: E702 (hiso select)
     from . import digits_report; digits_report.add_commands(sub)  # noqa: E702 (hiso digits ...)
+    from . import diagnostics_report; diagnostics_report.add_commands(sub)  # noqa: E702 (H figure)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
     return p

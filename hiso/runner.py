@@ -238,6 +238,7 @@ class Run:
                 min(self.best, value) if task.metric_mode == "min" else max(self.best, value))
         return {"round": n, "train_loss": fed.last_loss, **metrics,
                 "bytes_up": fed.ledger.bytes_up, "bytes_down": fed.ledger.bytes_down,
+                **(fed.opt.diagnostics(fed.state) if isinstance(fed, ZOFederation) else {}),
                 "wall_seconds": round(wall, 3)}
 
     def _diverged(self, task, rec: dict) -> bool:

@@ -122,7 +122,7 @@ def test_registry_names_hub_sources():
         "cb": ("aps/super_glue", "cb"), "wsc": ("aps/super_glue", "wsc.fixed"),
     }
     assert set(TASKS) == {"sst2", "qqp", "squad", "cb", "wsc", "wic", "rte", "boolq", "multirc",
-                          "synthetic"}
+                          "synthetic", "reviews"}
 
 
 # -- metrics ----------------------------------------------------------------------------------

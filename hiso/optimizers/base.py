@@ -9,6 +9,8 @@ and its state is a deterministic function of the broadcast seeds and scalars. It
 * ``round_update(params, state, seeds, scalars)``: the round's update from the *averaged*
   scalars of all tau steps, then the state's. Server, catch-up replay and resume all call this
   one method, so they compute bit-identical parameters and state.
+* ``diagnostics(state)``: a few floats describing the state, logged with every evaluation
+  (for a preconditioner H: its mean / min / max and those of the effective step lr / H).
 
 Within a round the state (H) is fixed: every step of the round, a client's own and the server's,
 uses the round-start H, as in the authors' code. ``weight_decay`` adds SGD-style decay to every
@@ -20,6 +22,7 @@ shape directions and how they update.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
@@ -44,6 +47,21 @@ class ZOConfig:
     weight_decay: float = field(default=0.0, metadata={"ge": 0})
 
 
+def h_statistics(H: Params, lr: float) -> dict[str, float]:
+    """``h_mean/min/max`` of a list of positive tensors and ``lr_eff_mean/min/max`` of lr / H."""
+    n, h_sum, inv_sum = 0, 0.0, 0.0
+    lo, hi = math.inf, -math.inf
+    with torch.no_grad():
+        for h in H:
+            h64 = h.detach().double()
+            n += h64.numel()
+            h_sum += float(h64.sum())
+            inv_sum += float(h64.reciprocal().sum())
+            lo, hi = min(lo, float(h64.min())), max(hi, float(h64.max()))
+    return {"h_mean": h_sum / n, "h_min": lo, "h_max": hi,
+            "lr_eff_mean": lr * inv_sum / n, "lr_eff_min": lr / hi, "lr_eff_max": lr / lo}
+
+
 class ScalarOptimizer:
     """Base class: ZO-SGD's update, with hooks for a preconditioner and extra state."""
 
@@ -62,6 +80,17 @@ class ScalarOptimizer:
 
     def preconditioner(self, state: Params) -> Params | None:
         return None
+
+    def diagnostics(self, state: Params) -> dict[str, float]:
+        """H's mean / min / max over every coordinate, and the effective step size's.
+
+        The update is lr H^{-1/2} (g z) with z = H^{-1/2} u, so its expectation is lr H^{-1}
+        times the gradient: lr / H is the step each coordinate takes. Empty without an H.
+        """
+        H = self.preconditioner(state)
+        if not H:
+            return {}
+        return h_statistics(H, self.cfg.lr)
 
     # -- updates -----------------------------------------------------------------------------
     def local_step(self, params: Params, state: Params, seeds: Sequence[int], scalars: np.ndarray) -> None:

@@ -41,8 +41,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class LMConfig:
-    #: hub name (facebook/opt-125m ...) or a directory written by save_pretrained
+    #: hub name (facebook/opt-125m ...), a directory written by save_pretrained, a .gguf file
+    #: or pkg:PACKAGE/file.gguf (converted once, then cached: hiso.models)
     model: str = "facebook/opt-125m"
+    gguf_file: str | None = None  # a GGUF file inside the ``model`` directory or package
     revision: str | None = None
     cache_dir: str | None = None  # HF cache for models and data sets (default: HF_HOME)
     #: the text task (hiso.text.templates.TASKS)
@@ -120,7 +122,7 @@ class LMTask(Task):
         # data first: a missing data set is reported before a multi-GB model load
         self.splits = data.load_splits(self.spec, cfg.n_train, cfg.n_dev, cfg.n_eval, cfg.data_seed,
                                        cfg.data_dir, cfg.cache_dir)
-        self.source = models.resolve_source(cfg.model, cfg.revision, cfg.cache_dir)
+        self.source = models.resolve_source(cfg.model, cfg.revision, cfg.cache_dir, cfg.gguf_file)
         self.tokenizer = models.load_tokenizer(self.source)
         model = models.load_model(self.source)
         max_pos = getattr(model.config, "max_position_embeddings", None)
@@ -253,7 +255,8 @@ class LMTask(Task):
     # -- artefacts ---------------------------------------------------------------------------
     def describe(self) -> dict:
         return {
-            "model": self.cfg.model, "source": self.source.path, "dataset": self.cfg.dataset,
+            "model": self.cfg.model, "source": self.source.path, "gguf": self.source.gguf,
+            "dataset": self.cfg.dataset,
             "num_params": self.num_params(), "tensors": len(self.fm.names),
             "tied": [self.fm.names[i] for i in sorted(self.fm.tied)],
             "forward_dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),

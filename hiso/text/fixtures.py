@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .reviews import review_rows
 from .synthetic import synthetic_rows
 from .templates import get_task
 
@@ -212,8 +213,9 @@ def write_task_files(
     """Write ``{out_dir}/{split}.jsonl`` for the task's train and eval splits; return the paths.
 
     Rows have the hub data set's columns, so ``load_examples(spec, split, data_dir=out_dir)``
-    reads them through the same code as a real run. Deterministic in ``seed``. The synthetic
-    task writes rows of its own generator (learnable labels); other tasks get random labels.
+    reads them through the same code as a real run. Deterministic in ``seed``. The generated
+    tasks (synthetic, reviews) write rows of their own generators (learnable labels); other
+    tasks get random labels.
     """
     spec = get_task(task_name)
     out = Path(out_dir)
@@ -223,6 +225,8 @@ def write_task_files(
         split_seed = seed * 1009 + k
         if task_name == "synthetic":
             rows = synthetic_rows(n_per_split, split_seed)
+        elif task_name == "reviews":
+            rows = review_rows(n_per_split, split_seed, split)
         else:
             rng = np.random.default_rng(split_seed)
             rows = [_row(task_name, i, rng) for i in range(n_per_split)]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import UserError
+from .reviews import review_split
 from .synthetic import synthetic_split
 
 
@@ -213,6 +214,20 @@ def _super_glue(name: str, config: str, rows: tuple[int, int], template, verbali
     )
 
 
+def _generated_sentiment(name: str, rows) -> TextTaskSpec:
+    """A generated task in SST-2's shape (columns, template, verbalisers): no download."""
+    return TextTaskSpec(
+        name=name,
+        metric="accuracy",
+        row_to_sample=_classification(SENTIMENT, "sentence"),
+        template=sst2_template,
+        verbalizers=SENTIMENT,
+        columns=("sentence", "label"),
+        hub_name=None,
+        synthetic_rows=rows,
+    )
+
+
 TASKS: dict[str, TextTaskSpec] = {
     spec.name: spec
     for spec in (
@@ -263,16 +278,8 @@ TASKS: dict[str, TextTaskSpec] = {
             "multirc", "multirc", (27243, 4848), multirc_template, NO_YES, "paragraph", "question",
             "answer"
         ),
-        TextTaskSpec(
-            name="synthetic",
-            metric="accuracy",
-            row_to_sample=_classification(SENTIMENT, "sentence"),
-            template=sst2_template,
-            verbalizers=SENTIMENT,
-            columns=("sentence", "label"),
-            hub_name=None,
-            synthetic_rows=synthetic_split,
-        ),
+        _generated_sentiment("synthetic", synthetic_split),
+        _generated_sentiment("reviews", review_split),  # held-out polarity words in eval
     )
 }
 

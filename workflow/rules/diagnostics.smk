@@ -1,0 +1,15 @@
+# HiSo's preconditioner over a run (issue #10, item 7): H (mean, min-max) and the effective step
+# lr / H beside the accuracy, one line per HiSo run, from the aggregated metrics of the LM smoke
+# tier (workflow/rules/lm.smk). The pretrained tier draws its own in workflow/rules/pretrained.smk.
+
+
+rule lm_smoke_h_figure:
+    input:
+        "results/lm_smoke/metrics.csv",
+    output:
+        "figures/lm_smoke_h.png",
+    shell:
+        "{HISO} figure-diagnostics {input} --out {output}"
+
+
+ALL_OUTPUTS += rules.lm_smoke_h_figure.output

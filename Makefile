@@ -17,11 +17,12 @@ export PYTHONHASHSEED := 0
 setup: $(STAMP)
 
 # Exactly the lock (--no-deps: nothing unpinned can slip in; pip check proves it complete).
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) requirements/no-deps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/$(PIP) --no-deps -r $(LOCK)
 	$(BIN)/$(PIP) --no-deps -e .
 	$(BIN)/python -m pip check --disable-pip-version-check
+	$(BIN)/$(PIP) --no-deps -r requirements/no-deps.txt
 	touch $@
 
 reproduce: $(STAMP)
@@ -40,7 +41,7 @@ test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt torch
-	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt --upgrade --upgrade-strategy eager -e '.[test]'
+	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt --upgrade --upgrade-strategy eager -e '.[test,gguf,flower,slurm]'
 	.venv-latest/bin/python -m pip list --format=freeze --disable-pip-version-check > .venv-latest/versions.txt
 	grep -iE '^(torch|transformers|datasets|snakemake|numpy|tokenizers|huggingface.hub)=' .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest -n 2 -q
@@ -52,7 +53,7 @@ lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/$(PIP) pip-tools==7.6.2
 	.venv-lock/bin/pip-compile --quiet --upgrade --strip-extras --allow-unsafe --no-emit-index-url \
-	  --no-emit-find-links --extra test -c requirements/torch-cpu.txt -o $(LOCK) pyproject.toml
+	  --no-emit-find-links --extra test --extra gguf --extra flower --extra slurm -c requirements/torch-cpu.txt -o $(LOCK) pyproject.toml
 	rm -rf .venv-lock
 
 bench: $(STAMP)

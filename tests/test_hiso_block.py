@@ -122,9 +122,15 @@ def test_block_layout_and_norms():
     lay = block_layout(params, 5)
     assert lay.sizes.tolist() == [5, 5, 5, 5, 2, 2] and lay.offsets == [0, 2, 5, 6]
     assert block_layout(params, None).sizes.tolist() == [10, 12, 2]
+    seg = block_layout(params, None, [[3, 7], [12], [1, 1]])
+    assert seg.sizes.tolist() == [3, 7, 12, 1, 1] and seg.offsets == [0, 2, 3, 5]
+    with pytest.raises(ValueError):
+        block_layout(params, None, [[3, 6], [12], [2]])
     u = torch.arange(12, dtype=torch.float32).reshape(3, 4)
-    assert block_sq_norms(u, 5).tolist() == [30.0, 255.0, 221.0]
-    assert block_sq_norms(u, None).tolist() == [506.0]
+    assert block_sq_norms(u, [5, 5, 2]).tolist() == [30.0, 255.0, 221.0]
+    assert block_sq_norms(u, [4, 4, 4]).tolist() == [14.0, 126.0, 366.0]
+    assert block_sq_norms(u, [3, 9]).tolist() == [5.0, 501.0]
+    assert block_sq_norms(u, [12]).tolist() == [506.0]
 
 
 def test_fit_recovers_block_curvatures_from_exact_statistics():
@@ -187,3 +193,33 @@ def test_too_many_blocks_is_refused():
     task = r.task_cls(r.task_cfg, 5, 0)
     with pytest.raises(UserError, match="method.block_size"):
         r.method_cls(r.method_cfg, DirectionSampler("gaussian"), task).init_state(task.init_params())
+
+
+@pytest.mark.parametrize("method,extra,per_step", [
+    ("decomfl", {}, 4), ("decomfl", {"method.difference": "central"}, 6),
+    ("hiso_block", {}, 7)])
+def test_forwards_per_step_counts_the_loss_evaluations(method, extra, per_step):
+    fed = federation(_block(**{"method.name": method, "federation.local_steps": 2, **extra}))
+    calls = []
+    inner = fed.task.loss
+    fed.task.loss = lambda *a, **k: calls.append(1) or inner(*a, **k)
+    for r in range(3):
+        fed.run_round(r)
+    assert fed.opt.forwards_per_step() == per_step   # P = 3
+    assert len(calls) == 3 * fed.fed.sampled * 2 * per_step
+
+
+def test_digits_blocks_are_the_cnn_tensors(tmp_path):
+    from hiso.runner import Run
+
+    cfg = {"name": "t", "seed": 1, "task": {"name": "digits", "source": "sklearn_digits"},
+           "method": {"name": "hiso_block", "lr": 1e-4, "mu": 1e-3, "perturbations": 2},
+           "federation": {"clients": 64, "sampled": 4, "local_steps": 1, "rounds": 6},
+           "eval": {"every": 3, "save_h": True}}
+    s = Run(resolve(cfg), tmp_path / "r", progress=False).execute()
+    assert s["status"] == "ok" and s["final_metrics"]["forwards"] == 6 * 4 * 5
+    H = np.load(tmp_path / "r/H.npy")
+    sizes = [72, 8, 1152, 16, 640, 10]
+    parts = np.split(H, np.cumsum(sizes)[:-1])
+    assert all(np.all(p == p[0]) for p in parts)      # one h per CNN tensor
+    assert len({float(p[0]) for p in parts}) == 6      # six learned values

@@ -132,9 +132,15 @@ class Runner:
                 self._run(self.spec(design, method, d, "report", k, grid, int(s), cap))
 
     def run(self) -> list[RunSpec]:
-        for design, dd in self.cfg["designs"].items():
-            for method in dd["methods"]:
-                self.method(design, method, [int(d) for d in dd["dims"].get(method, dd["dims"]["default"])])
+        """Every (design, method): the preconditioned methods and HiSo first (the verdict rows
+        need them), then those that only give censored references. ``index.json`` is rewritten
+        after each group, so an interrupted experiment can still be reported on what it has."""
+        groups = [(design, method, dd) for design, dd in self.cfg["designs"].items()
+                  for method in dd["methods"]]
+        groups.sort(key=lambda g: g[1] not in PRECONDITIONED + ("hiso",))
+        for design, method, dd in groups:
+            self.method(design, method, [int(d) for d in dd["dims"].get(method, dd["dims"]["default"])])
+            runs.write_index(self.out, NAME, self.done)
         return self.done
 
 

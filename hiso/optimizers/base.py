@@ -95,6 +95,11 @@ class ScalarOptimizer:
         return h_statistics(H, self.cfg.lr)
 
     # -- scalars -----------------------------------------------------------------------------
+    def forwards_per_step(self) -> int:
+        """Loss evaluations one client makes per local step (what ``estimate`` calls)."""
+        P = self.cfg.perturbations
+        return P + 1 if self.cfg.difference == "forward" else 2 * P
+
     def estimate(self, loss, seeds: Sequence[int], H: Params | None) -> tuple[np.ndarray, float]:
         """One local step's uploaded row (float32, P * scalars_per_perturbation) and its loss."""
         return estimate(loss, seeds, self.cfg.mu, self.sampler, H, self.cfg.difference)

@@ -8,9 +8,10 @@ at z = H^{-1/2} u, at the price of one more forward (2P + 1 per step instead of 
     g = [f(x + mu z) - f(x - mu z)] / (2 mu)              (the slope, as DeComFL's central one)
     c = [f(x + mu z) + f(x - mu z) - 2 f(x)] / mu^2       (~ u^T H^{-1/2} A H^{-1/2} u)
 
-H has one positive value per block (``block_size: null``: a block is a parameter tensor; an
-integer: each tensor, flattened, is cut into chunks of that many coordinates, the last one
-shorter). With phi_b = ||u_b||^2 and psi_b = phi_b / h_b, a quadratic with block-constant
+H has one positive value per block (``block_size: null``: a block is a model tensor: a
+parameter tensor, or one of the tensors a task packs into a flat vector, e.g. the digits CNN's
+six; an integer: each parameter tensor, flattened, is cut into chunks of that many coordinates,
+the last one shorter). With phi_b = ||u_b||^2 and psi_b = phi_b / h_b, a quadratic with block-constant
 diagonal gives c = sum_b a_b psi_b exactly; within-block spread and off-diagonal terms add noise
 uncorrelated with psi. So a_b (the mean of diag(A) over block b) is estimated by regressing the
 round-averaged c on psi:
@@ -64,7 +65,7 @@ MAX_BLOCKS = 4096
 @dataclass
 class HiSoBlockConfig(ZOConfig):
     difference: Literal["forward", "central"] = "central"
-    #: coordinates per block within a tensor; null: one block per parameter tensor
+    #: coordinates per block within a tensor; null: one block per model tensor
     block_size: int | None = field(default=None, metadata={"ge": 1})
     #: false keeps H at h_init (DeComFL with central differences at h_init = 1)
     curvature_update: bool = True
@@ -90,41 +91,52 @@ class HiSoBlockConfig(ZOConfig):
 
 @dataclass(frozen=True)
 class BlockLayout:
-    """Blocks of every tensor: tensor i holds blocks offsets[i] .. offsets[i+1]-1."""
+    """Blocks of every tensor: tensor i holds blocks offsets[i] .. offsets[i+1]-1, of
+    ``per_tensor[i]`` coordinates each (flat order)."""
 
-    sizes: np.ndarray          # float64 [K], coordinates per block
-    offsets: list[int]         # len T + 1
-    block_size: int | None
+    sizes: np.ndarray               # float64 [K], coordinates per block
+    offsets: list[int]              # len T + 1
+    per_tensor: list[list[int]]
 
     @property
     def K(self) -> int:
         return len(self.sizes)
 
 
-def block_layout(params, block_size: int | None) -> BlockLayout:
-    sizes, offsets = [], [0]
-    for p in params:
+def block_layout(params, block_size: int | None, segments: list[list[int]] | None = None) -> BlockLayout:
+    """Chunks of ``block_size`` per tensor; or, without it, the task's ``segments`` (the model's
+    tensors packed in one parameter vector), else one block per parameter tensor."""
+    per_tensor = []
+    for i, p in enumerate(params):
         n = p.numel()
-        if block_size is None or block_size >= n:
-            sizes.append(n)
-        else:
+        if block_size is not None:
             full, rest = divmod(n, block_size)
-            sizes.extend([block_size] * full + ([rest] if rest else []))
-        offsets.append(len(sizes))
-    return BlockLayout(np.asarray(sizes, dtype=np.float64), offsets, block_size)
+            sizes = [block_size] * full + ([rest] if rest else [])
+        elif segments is not None:
+            sizes = [int(k) for k in segments[i]]
+            if sum(sizes) != n:
+                raise ValueError(f"task segments of tensor {i} sum to {sum(sizes)}, not {n}")
+        else:
+            sizes = [n]
+        per_tensor.append(sizes)
+    offsets = np.cumsum([0] + [len(s) for s in per_tensor]).tolist()
+    flat = [k for s in per_tensor for k in s]
+    return BlockLayout(np.asarray(flat, dtype=np.float64), offsets, per_tensor)
 
 
-def block_sq_norms(u: torch.Tensor, block_size: int | None) -> np.ndarray:
-    """||u_b||^2 of every block of one tensor, in float64."""
-    flat = u.reshape(-1).double()
-    n = flat.numel()
-    if block_size is None or block_size >= n:
-        return np.asarray([float(flat.square().sum())])
-    full = (n // block_size) * block_size
-    head = flat[:full].view(-1, block_size).square().sum(dim=1)
-    if full < n:
-        head = torch.cat([head, flat[full:].square().sum().reshape(1)])
-    return head.cpu().numpy()
+def block_sq_norms(u: torch.Tensor, sizes: list[int]) -> np.ndarray:
+    """||u_b||^2 of the consecutive blocks of ``sizes`` coordinates of one tensor, in float64."""
+    sq = u.reshape(-1).double().square()
+    if len(sizes) == 1:
+        return np.asarray([float(sq.sum())])
+    B = sizes[0]
+    if all(k == B for k in sizes[:-1]) and sizes[-1] <= B:
+        full = (len(sizes) - (sizes[-1] < B)) * B  # equal chunks: one reshape
+        head = sq[:full].view(-1, B).sum(dim=1)
+        if full < sq.numel():
+            head = torch.cat([head, sq[full:].sum().reshape(1)])
+        return head.cpu().numpy()
+    return torch.stack([c.sum() for c in torch.split(sq, sizes)]).cpu().numpy()
 
 
 def fit_curvature(a: np.ndarray, sizes: np.ndarray, G: np.ndarray, b: np.ndarray, h: np.ndarray,
@@ -160,11 +172,15 @@ class HiSoBlock(ScalarOptimizer):
     scalars_per_perturbation = 2
 
     # -- state -------------------------------------------------------------------------------
+    def __init__(self, cfg, sampler, task=None):
+        super().__init__(cfg, sampler, task)
+        self._segments = task.segments() if task is not None and hasattr(task, "segments") else None
+
     def _layout(self, params) -> BlockLayout:
         shapes = tuple(tuple(p.shape) for p in params)
         cached = getattr(self, "_layout_cache", None)
         if cached is None or cached[0] != shapes:
-            self._layout_cache = (shapes, block_layout(params, self.cfg.block_size))
+            self._layout_cache = (shapes, block_layout(params, self.cfg.block_size, self._segments))
         return self._layout_cache[1]
 
     def init_state(self, params):
@@ -186,6 +202,9 @@ class HiSoBlock(ScalarOptimizer):
         return state[-5].numpy().copy()
 
     # -- scalars -----------------------------------------------------------------------------
+    def forwards_per_step(self) -> int:
+        return 2 * self.cfg.perturbations + 1
+
     def estimate(self, loss, seeds, H):
         g, c, f0 = estimate_with_curvature(loss, seeds, self.cfg.mu, self.sampler, H)
         return np.concatenate([g, c]), f0
@@ -207,13 +226,12 @@ class HiSoBlock(ScalarOptimizer):
 
     @staticmethod
     def _block_values(H, lay: BlockLayout) -> np.ndarray:
+        """Each block's h, read off its first coordinate (H is constant on a block)."""
         out = np.empty(lay.K, dtype=np.float64)
         for i, h in enumerate(H):
-            flat = h.reshape(-1)
-            first = lay.offsets[i]
-            for j in range(lay.offsets[i + 1] - first):
-                start = 0 if lay.block_size is None else j * lay.block_size
-                out[first + j] = float(flat[start])
+            starts = np.cumsum([0] + lay.per_tensor[i][:-1])
+            vals = h.reshape(-1)[torch.as_tensor(starts, device=h.device)]
+            out[lay.offsets[i]:lay.offsets[i + 1]] = vals.double().cpu().numpy()
         return out
 
     def _learn(self, params, state, seeds, c: np.ndarray, h_used: np.ndarray, lay: BlockLayout) -> None:
@@ -223,7 +241,7 @@ class HiSoBlock(ScalarOptimizer):
             lo, hi = lay.offsets[i], lay.offsets[i + 1]
             for k in range(tau):
                 for j, s in enumerate(seeds[k]):
-                    phi[k, j, lo:hi] = block_sq_norms(self.sampler.sample(s, i, p), lay.block_size)
+                    phi[k, j, lo:hi] = block_sq_norms(self.sampler.sample(s, i, p), lay.per_tensor[i])
         psi = phi.reshape(tau * P, K) / h_used
         cc = c.reshape(tau * P).astype(np.float64)
         a_t, G_t, b_t, hr_t, n_t = state[-5:]
@@ -241,11 +259,10 @@ class HiSoBlock(ScalarOptimizer):
                 lo, hi = lay.offsets[i], lay.offsets[i + 1]
                 vals = torch.tensor(a[lo:hi] + self.cfg.eps, dtype=torch.float32)
                 flat = h.view(-1)
-                if lay.block_size is None:
+                if hi - lo == 1:
                     flat.fill_(float(vals[0]))
                 else:
-                    reps = torch.full((hi - lo,), lay.block_size, dtype=torch.long)
-                    reps[-1] = flat.numel() - lay.block_size * (hi - lo - 1)
+                    reps = torch.as_tensor(lay.per_tensor[i], dtype=torch.long)
                     flat.copy_(torch.repeat_interleave(vals, reps).to(flat.device))
 
     def diagnostics(self, state):

@@ -10,7 +10,7 @@ Modules (one job each):
 * :mod:`.runs`      run specs, the shared base config, executing a grid, reading run directories;
 * :mod:`.stats`     medians with censoring, bootstrap intervals, the verdict rows (:class:`Check`);
 * :mod:`.tuning`    the factor-2 step-size search with exact pruning, and its re-derivation;
-* :mod:`.dsweep`, :mod:`.zsweep`, :mod:`.illcond`, :mod:`.noise`, :mod:`.local`,
+* :mod:`.dsweep`, :mod:`.zsweep`, :mod:`.illcond`, :mod:`.noise`, :mod:`.local`, :mod:`.blocks`,
   :mod:`.spectrum`  one experiment each: ``run(cfg, out)`` and ``analyse(cfg, out)``;
 * :mod:`.figures`   the figures; :mod:`.report` the table; :mod:`.cli` the ``hiso theory`` command.
 

@@ -2,7 +2,7 @@
 
 ``hiso theory run EXPERIMENT --config configs/theory.yaml --out DIR [--part P]``
     every run of one experiment (``dsweep``, ``zsweep``, ``illcond`` (one ``--part``), ``noise``,
-    ``local``), in this process, each in a normal run directory under DIR; DIR/index.json last.
+    ``local``, ``blocks``), in this process, each in a normal run directory under DIR; DIR/index.json last.
 ``hiso theory report --config configs/theory.yaml --results results/theory --md T.md --csv T.csv
     --figures DIR``
     the verdict table (Markdown + CSV) and the figures ``DIR/theory_*.png``, from the run files.

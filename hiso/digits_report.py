@@ -9,7 +9,8 @@ Subcommands of ``hiso digits``:
 ``table speedup metrics.csv --baseline decomfl --out t.md --csv t.csv``
     rounds to reach the baseline's best accuracy (the paper's Table 2 metric) and rounds to a
     common target accuracy, per seed (paired by seed), with bytes.
-``figure curves|ablation metrics.csv --out fig.png``        accuracy against rounds and bytes.
+``figure curves|ablation metrics.csv --out fig.png``        accuracy against rounds, forward passes
+                                                            (scalar-only methods) and bytes.
 ``figure hessian RUN_DIR ... --out fig.png``               histogram of HiSo's learned H (H.npy).
 
 ``metrics.csv`` is ``hiso aggregate`` over the report runs; a run's variant is its config
@@ -368,13 +369,24 @@ def cmd_figure(args) -> int:
         df = pd.read_csv(args.inputs[0])
         names = _names(df, args.names)
         if args.kind == "curves":
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-            _plot_bands(axes[0], df, names, "round")
-            axes[0].set_xlabel("rounds")
-            _plot_bands(axes[1], df, names, "bytes_total", positive=True)
-            axes[1].set_xscale("log")
-            axes[1].set_xlabel("cumulative bytes (uplink + downlink, all clients; mean over seeds)")
-            for ax in axes:
+            # forward passes only for the scalar-only methods (they log `forwards`): what a ZO
+            # method pays per round differs (P+1, 2P, 2P+1 per step), so rounds alone flatter some
+            zo = [n for n in names if "forwards" in df
+                  and df.loc[df["name"] == n, "forwards"].notna().all()]
+            panels = ["round"] + (["forwards"] if zo else []) + ["bytes_total"]
+            fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+            for ax, x in zip(axes, panels):
+                if x == "round":
+                    _plot_bands(ax, df, names, "round")
+                    ax.set_xlabel("rounds")
+                elif x == "forwards":
+                    _plot_bands(ax, df, zo, "forwards", positive=True)
+                    ax.set_xscale("log")
+                    ax.set_xlabel("cumulative forward passes (all sampled clients; scalar-only methods)")
+                else:
+                    _plot_bands(ax, df, names, "bytes_total", positive=True)
+                    ax.set_xscale("log")
+                    ax.set_xlabel("cumulative bytes (uplink + downlink, all clients; mean over seeds)")
                 ax.set_ylabel("eval accuracy")
             axes[0].legend(loc="lower right", fontsize=7)
         else:  # ablation

@@ -238,8 +238,16 @@ class Run:
                 min(self.best, value) if task.metric_mode == "min" else max(self.best, value))
         return {"round": n, "train_loss": fed.last_loss, **metrics,
                 "bytes_up": fed.ledger.bytes_up, "bytes_down": fed.ledger.bytes_down,
-                **(fed.opt.diagnostics(fed.state) if isinstance(fed, ZOFederation) else {}),
+                **(self._zo_counts(fed, n) if isinstance(fed, ZOFederation) else {}),
                 "wall_seconds": round(wall, 3)}
+
+    @staticmethod
+    def _zo_counts(fed, n: int) -> dict:
+        """The optimiser's diagnostics and ``forwards``: loss evaluations by all sampled clients
+        in rounds 0..n-1 (the server's replay evaluates nothing)."""
+        f = fed.fed
+        return {"forwards": n * f.sampled * f.local_steps * fed.opt.forwards_per_step(),
+                **fed.opt.diagnostics(fed.state)}
 
     def _diverged(self, task, rec: dict) -> bool:
         value = rec[task.metric]

@@ -80,5 +80,10 @@ class Task:
         """The Hessian diagonal when the task knows it (quadratics); else None."""
         return None
 
+    def segments(self) -> list[list[int]] | None:
+        """Sizes of the model's own tensors inside each parameter tensor (flat order), for a task
+        that packs several into one vector (the digits CNN); None: each parameter is one."""
+        return None
+
     def write_artifacts(self, out_dir: Path) -> None:
         """Optional per-run files (e.g. a client label summary)."""

@@ -13,7 +13,8 @@ directory (``final.safetensors``) and exported from there, with the same hash ch
 
 ``pack`` writes the history alone, xz-compressed: the resolved config, the base model's name,
 revision and the sha256 of its initial parameters (and of its tokenizer for ``lm``), the code
-version, the final hash, and the scalars as one base64 float32 array. ``export`` accepts a pack
+version, the final hash, and the scalars as one base64 array of float32 bytes (grouped by byte
+position, which compresses better). ``export`` accepts a pack
 in place of a run directory (``--model`` points it at the base model where it lies on this
 machine); the base's parameter hash is checked before anything is replayed.
 """
@@ -105,7 +106,10 @@ def _read_pack(path: Path) -> Source:
     if doc.get("version") != PACK_VERSION:
         raise UserError(f"{path}: pack version {doc.get('version')} (this hiso reads {PACK_VERSION})")
     h = doc["history"]
-    flat = np.frombuffer(base64.b64decode(h["scalars_f32le_b64"]), dtype="<f4")
+    planes = np.frombuffer(base64.b64decode(h["scalars_f32le_byteplanes_b64"]), dtype=np.uint8)
+    if planes.size % 4:
+        raise UserError(f"{path}: history is not a whole number of float32 scalars")
+    flat = planes.reshape(4, -1).T.copy().view("<f4").reshape(-1)
     shape = (h["rounds"], h["tau"], h["P"])
     if flat.size != int(np.prod(shape)):
         raise UserError(f"{path}: history holds {flat.size} scalars, not {shape}")
@@ -259,11 +263,18 @@ def pack_document(src: Source) -> dict:
         "code": code_version(),
         "history": {"rounds": int(scalars.shape[0]), "tau": int(scalars.shape[1]),
                     "P": int(scalars.shape[2]),
-                    "scalars_f32le_b64": base64.b64encode(scalars.tobytes()).decode("ascii")},
+                    "scalars_f32le_byteplanes_b64": base64.b64encode(_byteplanes(scalars)).decode("ascii")},
         "final": {"params_sha256": src.params_sha256,
                   "final_metrics": summary.get("final_metrics"),
                   "num_params": summary.get("num_params")},
     }
+
+
+def _byteplanes(a: np.ndarray) -> bytes:
+    """float32 little-endian bytes grouped by byte position (all first bytes, then all second
+    bytes ...): the sign/exponent bytes then sit together and compress (7% smaller packs on a
+    1,000-round LM history; the mantissas' low bytes are noise whatever the layout)."""
+    return a.reshape(-1).view(np.uint8).reshape(-1, 4).T.copy().tobytes()
 
 
 def pack(run_dir: str | Path, out: str | Path) -> int:

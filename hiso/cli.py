@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import diagnostics_report; diagnostics_report.add_commands(sub)  # noqa: E702 (H figure)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
+    from . import export; export.add_commands(sub)  # noqa: E702 (hiso export, hiso pack)
     return p
 
 

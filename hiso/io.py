@@ -72,3 +72,23 @@ def read_run(path: Path | str) -> tuple[Path, dict, dict, list[dict]]:
             raise UserError(f"{d / name}: missing (not a finished run directory)")
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     return d, cfg, json.loads((d / "summary.json").read_text()), read_jsonl(d / "metrics.jsonl")
+
+
+def atomic_write_tensors(path: Path | str, tensors: list, metadata: dict[str, str] | None = None) -> None:
+    """A list of tensors as a safetensors file (keys ``00000``, ``00001`` ... in list order).
+
+    Each tensor is copied first: the masters may be views sharing one storage (a chunked
+    embedding), which safetensors refuses to write as they are.
+    """
+    from safetensors.torch import save
+
+    data = {f"{i:05d}": t.detach().to("cpu").contiguous().clone() for i, t in enumerate(tensors)}
+    atomic_write_bytes(path, save(data, metadata=metadata))
+
+
+def read_tensors(path: Path | str) -> list:
+    """The list written by :func:`atomic_write_tensors`, in its order."""
+    from safetensors.torch import load
+
+    data = load(Path(path).read_bytes())
+    return [data[k] for k in sorted(data)]

@@ -4,7 +4,8 @@ summary.json).
 For scalar-only methods ``history.jsonl`` (one line per completed round: seed, sampled clients,
 averaged scalars, train loss) is the run's state: a killed run is resumed by replaying it, and
 ends with the same parameter hash as an uninterrupted one. The first-order baselines checkpoint
-their parameters at every evaluation instead. A finished run with the same config is left
+their parameters at every evaluation instead, and keep their final parameters in
+``final.safetensors`` when the run ends (``hiso export`` reads them). A finished run with the same config is left
 alone; a directory holding another config is refused.
 """
 
@@ -29,8 +30,9 @@ from .optimizers.base import ScalarOptimizer
 from .protocol import VectorFederation, ZOFederation
 from .zo import params_sha256
 
-CONFIG, METRICS, HISTORY, LEDGER, SUMMARY, CHECKPOINT = (
-    "config.yaml", "metrics.jsonl", "history.jsonl", "ledger.csv", "summary.json", "checkpoint.pt")
+CONFIG, METRICS, HISTORY, LEDGER, SUMMARY, CHECKPOINT, FINAL = (
+    "config.yaml", "metrics.jsonl", "history.jsonl", "ledger.csv", "summary.json", "checkpoint.pt",
+    "final.safetensors")
 
 
 def check_run_dir(out: Path, resolved: Resolved) -> str:
@@ -215,6 +217,10 @@ class Run:
                 fh.close()
             if bar is not None:
                 bar.close()
+        if isinstance(fed, VectorFederation):
+            # a first-order run has no history to rebuild its model from: keep its final
+            # parameters (before the checkpoint goes) so that `hiso export` can write them
+            io.atomic_write_tensors(self.out / FINAL, fed.params)
         (self.out / CHECKPOINT).unlink(missing_ok=True)
         H = self._preconditioner(fed)
         if self.r.run.eval.save_h and H is not None:

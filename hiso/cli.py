@@ -71,11 +71,37 @@ def _dispatch(args) -> int:
 
             overrides.append(f"method.lr={selected_lr(args.lr_from)!r}")
         resolved = config.load(args.config, overrides)
-        summary = execute(resolved, Path(args.out), progress=not args.no_progress)
+        try:
+            summary = execute(resolved, Path(args.out), progress=not args.no_progress)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except OSError as exc:
+            # the disk filled up, a file became unwritable...: the run directory is resumable
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"hiso: error: {args.out}: {exc.strerror or exc}{where}; fix that and rerun the "
+                  f"same command to resume", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            if not _recorded_failure(Path(args.out)):
+                raise  # no run directory to point at: the traceback is all there is
+            msg = " ".join(str(exc).split())
+            print(f"hiso: failed: {args.out}: {type(exc).__name__}: {msg} (status 'failed' and "
+                  f"the traceback in {Path(args.out) / 'summary.json'}; rerun to retry)",
+                  file=sys.stderr)
+            return 1
         print(f"{args.out}: {summary['status']} after {summary['rounds']} rounds, "
               f"{summary['metric']} = {summary['final_metric']}", file=sys.stderr)
         return 0 if summary["status"] in ("ok", "diverged") else 1
     return args.handler(args)
+
+
+def _recorded_failure(out: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((out / "summary.json").read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

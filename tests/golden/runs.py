@@ -164,7 +164,8 @@ OUTPUTS = ("quad_metrics.csv", "quad.md", "quad.csv", "quad_t.md", "quad_t.csv",
 
 def theory_tables(root: Path) -> None:
     """The theory verdict table's writers on fixed checks (the numbers come from the runs)."""
-    from hiso.experiments import report, stats
+    from hiso.experiments import stats
+    from hiso.report import theory as report
 
     checks = [
         stats.Check("a1", "dsweep", "rounds do not grow with d | x", 0.0312345, -0.1, 0.15,

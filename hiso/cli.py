@@ -33,10 +33,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from . import report
 
-    report.add_commands(sub)
-    from . import selection; selection.add_commands(sub)  # noqa: E702 (hiso select)
-    from . import digits_report; digits_report.add_commands(sub)  # noqa: E702 (hiso digits ...)
-    from . import diagnostics_report; diagnostics_report.add_commands(sub)  # noqa: E702 (H figure)
+    report.add_commands(sub)  # aggregate, figure, table, select, manifest, figure-diagnostics
+    from . import digits_cli; digits_cli.add_commands(sub)  # noqa: E702 (hiso digits ...)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
     from . import export; export.add_commands(sub)  # noqa: E702 (hiso export, hiso pack)
@@ -67,7 +65,7 @@ def _dispatch(args) -> int:
 
         overrides = list(args.overrides)
         if args.lr_from:
-            from .selection import selected_lr
+            from .report.selection import selected_lr
 
             overrides.append(f"method.lr={selected_lr(args.lr_from)!r}")
         resolved = config.load(args.config, overrides)

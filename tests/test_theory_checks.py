@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from hiso import theory
-from hiso.experiments import noise, report, runs, stats, tuning, zsweep
+from hiso.experiments import noise, runs, stats, tuning, zsweep
+from hiso.report import theory as report
 from hiso.experiments.stats import Check, Threshold, make_check
 
 ROOT = Path(__file__).resolve().parents[1]

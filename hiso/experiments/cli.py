@@ -80,9 +80,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from . import report
+    from ..report import theory
 
-    report.build(load_config(args.config), Path(args.results), Path(args.md), Path(args.csv),
+    theory.build(load_config(args.config), Path(args.results), Path(args.md), Path(args.csv),
                  Path(args.figures))
     return 0
 

@@ -13,9 +13,11 @@ import io as _io
 from pathlib import Path
 
 from .. import io
-from . import blocks, dsweep, figures, illcond, local, noise, spectrum, zsweep
-from .runs import read_index
-from .stats import Check, fmt, median
+from ..experiments import blocks, dsweep, illcond, local, noise, spectrum, zsweep
+from ..experiments.runs import read_index
+from ..experiments.stats import Check, fmt, median
+from . import theory_figures as figures
+from .tables import markdown
 
 FIGURES = ("theory_dsweep.png", "theory_zeta.png", "theory_convergence.png",
            "theory_learned_zeta.png", "theory_noise.png", "theory_spectrum.png", "theory_local.png")
@@ -49,32 +51,30 @@ def checks_csv(checks: list[Check]) -> str:
     return buf.getvalue()
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def checks_markdown(checks: list[Check]) -> str:
-    lines = ["| # | Claim | Measured | 95% CI | Threshold | Verdict | Evidence / explanation |",
-             "|---|---|---|---|---|---|---|"]
-    for i, c in enumerate(checks, 1):
-        ci = f"[{fmt(c.ci_lo)}, {fmt(c.ci_hi)}]"
-        verdict = f"**{c.verdict}**" if c.verdict != "INFO" else c.verdict
-        lines.append(f"| {i} | {_cell(c.claim)} | {fmt(c.measured)} | {ci} | {_cell(c.threshold)} | "
-                     f"{verdict} | {_cell(c.explanation)} |")
-    return "\n".join(lines)
+    rows = [[i, c.claim, fmt(c.measured), f"[{fmt(c.ci_lo)}, {fmt(c.ci_hi)}]", c.threshold,
+             f"**{c.verdict}**" if c.verdict != "INFO" else c.verdict, c.explanation]
+            for i, c in enumerate(checks, 1)]
+    return markdown(["#", "Claim", "Measured", "95% CI", "Threshold", "Verdict",
+                     "Evidence / explanation"], rows)
 
 
-def illcond_markdown(res: dict) -> str:
-    lines = ["| case | rotated | method | median rounds | selected k (step = theory x 2^k) | "
-             "step | at grid edge | final zeta(H) | final Spearman(H, Diag A) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+ILLCOND_HEADER = ["case", "rotated", "method", "median rounds", "selected k (step = theory x 2^k)",
+                  "step", "at grid edge", "final zeta(H)", "final Spearman(H, Diag A)"]
+
+
+def illcond_rows(res: dict) -> list[list[str]]:
+    rows = []
     for (case, m), e in sorted(res["rep"].items()):
         sel = e["selection"] or {}
         k = f"{sel.get('k')}" + (f" (from {sel['lr_from']})" if sel.get("lr_from") else "")
-        lines.append(f"| {case} | {e['rotate']} | {m} | {fmt(e['median'])} | {k} | "
-                     f"{fmt(sel.get('lr', float('nan')))} | {sel.get('edge')} | "
-                     f"{fmt(median(e['zeta']))} | {fmt(median(e['spearman']))} |")
-    return "\n".join(lines)
+        rows.append([case, e["rotate"], m, fmt(e["median"]), k, fmt(sel.get("lr", float("nan"))),
+                     sel.get("edge"), fmt(median(e["zeta"])), fmt(median(e["spearman"]))])
+    return rows
+
+
+def illcond_markdown(res: dict) -> str:
+    return markdown(ILLCOND_HEADER, illcond_rows(res))
 
 
 def run_totals(cfg: dict, results: Path) -> str:
@@ -93,8 +93,8 @@ def run_totals(cfg: dict, results: Path) -> str:
             n += 1
             rounds += int(s["rounds"])
             wall += float(s["wall_seconds"])
-        rows.append(f"| {d.name} | {n} | {rounds} | {wall:.0f} |")
-    return "\n".join(["| experiment | runs | rounds | run wall time (s, sum) |", "|---|---|---|---|", *rows])
+        rows.append([d.name, n, rounds, f"{wall:.0f}"])
+    return markdown(["experiment", "runs", "rounds", "run wall time (s, sum)"], rows)
 
 
 def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> list[Check]:

@@ -68,6 +68,9 @@ def test_second_process_on_a_running_directory_is_refused_naming_the_holder(tmp_
     out = tmp_path / "run"
     first = cli(["run", str(path), "--out", str(out), "--no-progress"])
     wait_for_lines(out / "history.jsonl", 10, first)
+    # Stopped, the first run holds its lock for as long as the others take to start, however
+    # fast its rounds are on this machine.
+    first.send_signal(signal.SIGSTOP)
     second = cli(["run", str(path), "--out", str(out), "--no-progress"])
     _, err = second.communicate(timeout=120)
     assert second.returncode == 2, err
@@ -77,6 +80,7 @@ def test_second_process_on_a_running_directory_is_refused_naming_the_holder(tmp_
     other = cli(["run", str(path), "--out", str(out), "--no-progress", "--set", "seed=4"])
     _, err2 = other.communicate(timeout=120)
     assert other.returncode == 2 and len(err2.strip().splitlines()) == 1, err2
+    first.send_signal(signal.SIGCONT)
     _, err1 = first.communicate(timeout=300)
     assert first.returncode == 0, err1
     ref = run(cfg, tmp_path / "ref")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``."""
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``.
+
+    The file is created with mode 0666 less the process umask, like any other output (a
+    ``tempfile.mkstemp`` file would be 0600 whatever the umask, unreadable to collaborators).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_tmp(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -26,6 +30,16 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def _create_tmp(path: Path) -> tuple[int, str]:
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: no free temporary name")
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:
@@ -72,3 +86,23 @@ def read_run(path: Path | str) -> tuple[Path, dict, dict, list[dict]]:
             raise UserError(f"{d / name}: missing (not a finished run directory)")
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     return d, cfg, json.loads((d / "summary.json").read_text()), read_jsonl(d / "metrics.jsonl")
+
+
+def atomic_write_tensors(path: Path | str, tensors: list, metadata: dict[str, str] | None = None) -> None:
+    """A list of tensors as a safetensors file (keys ``00000``, ``00001`` ... in list order).
+
+    Each tensor is copied first: the masters may be views sharing one storage (a chunked
+    embedding), which safetensors refuses to write as they are.
+    """
+    from safetensors.torch import save
+
+    data = {f"{i:05d}": t.detach().to("cpu").contiguous().clone() for i, t in enumerate(tensors)}
+    atomic_write_bytes(path, save(data, metadata=metadata))
+
+
+def read_tensors(path: Path | str) -> list:
+    """The list written by :func:`atomic_write_tensors`, in its order."""
+    from safetensors.torch import load
+
+    data = load(Path(path).read_bytes())
+    return [data[k] for k in sorted(data)]

@@ -9,7 +9,8 @@ without assuming the module holds those tensors, and without ever writing to the
   zero-stride NaN tensor of the right shape, dtype and device (so ``model.dtype``/``device``
   still answer correctly, and any use of a weight outside its block gives a NaN loss rather than
   a silently wrong one). The module's own weights are handed over as the masters; no second copy
-  is kept.
+  is kept. Its ``save_pretrained``, ``push_to_hub`` and ``state_dict`` raise (they would write
+  NaN in every trainable tensor): ``hiso export`` writes a real model from the masters.
 * Inside ``with fm.bind(params, pert):`` a forward pre-hook on each *unit* (every module that
   owns parameters; with ``workers > 1``, every child of an ``nn.ModuleList``, i.e. each
   transformer block, so that its tensors can be drawn concurrently) builds that unit's weights
@@ -169,6 +170,21 @@ def _is_scaled_embedding(mod: nn.Embedding) -> bool:
         return torch.equal(mod(ids), want)
 
 
+PLACEHOLDER_DUMP = ("this module holds NaN placeholders, not its weights (hiso.module_zo): "
+                    "{what} would write NaN in every trainable tensor. The weights are the master "
+                    "list; write a model with `hiso export RUN_DIR --out DIR`")
+
+
+def _refuse_weight_dumps(model: nn.Module) -> None:
+    """Make the module's own ways of writing its weights raise: outside a forward every
+    trainable slot is a placeholder, so they would silently write a NaN model."""
+    for what in ("save_pretrained", "push_to_hub", "state_dict"):
+        if hasattr(model, what):
+            def refuse(*args, _what=what, **kwargs):
+                raise RuntimeError(PLACEHOLDER_DUMP.format(what=_what))
+            object.__setattr__(model, what, refuse)
+
+
 def _units(model: nn.Module) -> dict[str, nn.Module]:
     """Children of every ModuleList (the outermost ones), by qualified name."""
     out: dict[str, nn.Module] = {}
@@ -288,6 +304,7 @@ class FunctionalModule:
             for bname, b in list(mod._buffers.items()):
                 if b is not None and b.device != self.device:
                     mod._buffers[bname] = b.to(self.device)
+        _refuse_weight_dumps(model)
         # a small master used by several slots (a tie below chunk size) is built once per forward
         self.tied = frozenset(i for i, n in uses.items() if n > 1)
         self._unit_indices = {u: sorted({i for _, _, i in slots}) for u, slots in self._slots.items()}

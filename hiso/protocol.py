@@ -203,7 +203,22 @@ class ZOFederation:
             raise ValueError(f"history round {r}: seed does not match this run's seed")
         for c in clients:
             self.last_sync[c] = r
+            if self.fed.mode == "faithful":
+                self._rebuild_client(c, r)
         self._server_apply(r, rseed, np.asarray(scalars, dtype=np.float32).reshape(self.tau, self.width))
+
+    def _rebuild_client(self, c: int, r: int) -> None:
+        """A faithful client's state after taking part in round r: the round-start state it
+        caught up to. Its catch-up applies the same round updates, in the same order, from the
+        same initial state as the server, so the server's state at the start of round r *is*
+        that state, bit for bit; copying it rebuilds the client without replaying it."""
+        cs = self.clients.get(c)
+        if cs is None:
+            self.clients[c] = ClientState(_clone(self.params), _clone(self.state), r)
+            return
+        _copy_into(cs.params, self.params)
+        _copy_into(cs.state, self.state)
+        cs.synced = r
 
 
 def scalar_width(opt) -> int:

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from hiso import theory
-from hiso.experiments import noise, report, runs, stats, tuning, zsweep
+from hiso.experiments import noise, runs, stats, tuning, zsweep
+from hiso.report import theory as report
 from hiso.experiments.stats import Check, Threshold, make_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,7 +312,9 @@ def test_tiny_block_quadratic_experiment_end_to_end(tmp_path):
     r = [x for x in runs.load_results(tmp_path) if x.labels["method"] == "hiso_block"][0]
     assert r.config["method"]["block_size"] == r.labels["d"] // 4
     assert r.config["method"]["difference"] == "central"
-    md = blocks.markdown(res)
+    from hiso.report.theory import blocks_markdown
+
+    md = blocks_markdown(res)
     assert "| main | hiso_block | 80 |" in md
 
 

@@ -80,20 +80,20 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from . import report
+    from ..report import theory
 
-    report.build(load_config(args.config), Path(args.results), Path(args.md), Path(args.csv),
+    theory.build(load_config(args.config), Path(args.results), Path(args.md), Path(args.csv),
                  Path(args.figures))
     return 0
 
 
 def cmd_block_report(args) -> int:
     from ..errors import UserError
-    from . import blocks
+    from ..report.theory import write_blocks_table
 
     cfg = load_config(args.config)
     if "blocks" not in cfg:
         raise UserError(f"{args.config}: no section 'blocks'")
-    blocks.write_table(cfg["blocks"], cfg["common"], Path(args.results), cfg["checks"],
+    write_blocks_table(cfg["blocks"], cfg["common"], Path(args.results), cfg["checks"],
                        Path(args.md), Path(args.csv), Path(args.figure))
     return 0

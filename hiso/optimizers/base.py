@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..directions import DirectionSampler
-from ..zo import Params, combine, descend, estimate, step_coefficients
+from ..zo import Params, combine, descend, each_tensor, estimate, step_coefficients
 
 
 @dataclass
@@ -117,27 +117,35 @@ class ScalarOptimizer:
         tensor, with H the round-start H; on the round's final update, then the state's update.
 
         Steps are applied one after the other (not summed first), so that any variant whose
-        H stays at ones rounds exactly like ZO-SGD, whatever its H schedule.
+        H stays at ones rounds exactly like ZO-SGD, whatever its H schedule. Tensors are
+        independent, so large models update several at once (``zo.each_tensor``): each
+        tensor's numbers are the same whichever thread computes them.
         """
         H = self.preconditioner(state)
+        coefs = [step_coefficients(np.asarray(g)) for g in scalars]
+
+        def update(i: int, sampler: DirectionSampler) -> None:
+            p = params[i]
+            scale = None if H is None else torch.rsqrt(H[i])
+            for k, ks in enumerate(seeds):
+                raw = combine(sampler, ks, coefs[k], i, p)
+                if scale is None:
+                    step = raw
+                else:
+                    step = raw * scale if self.keeps_raw else raw.mul_(scale)
+                descend(p, step, self.cfg.lr, self.cfg.weight_decay)
+                if final:
+                    self._after_step(state, i, k, raw, step)
+
         with torch.no_grad():
-            for i, p in enumerate(params):
-                scale = None if H is None else torch.rsqrt(H[i])
-                for k, (ks, gs) in enumerate(zip(seeds, scalars)):
-                    raw = self._raw_direction(ks, gs, i, p)
-                    if scale is None:
-                        step = raw
-                    else:
-                        step = raw * scale if self.keeps_raw else raw.mul_(scale)
-                    descend(p, step, self.cfg.lr, self.cfg.weight_decay)
-                    if final:
-                        self._after_step(state, i, k, raw, step)
+            each_tensor(params, update, self.sampler)
 
     def _after_step(self, state: Params, i: int, k: int, raw: torch.Tensor, step: torch.Tensor) -> None:
         """Hook for the state update of tensor i after step k of a round's final update: ``step``
         is the direction the model took, H_r^{-1/2} (1/P) sum_p g_p u_p, ``raw`` the same before
         preconditioning (only if ``keeps_raw``; otherwise ``step`` itself). Both are fresh
-        tensors the hook may keep or overwrite."""
+        tensors the hook may keep or overwrite. Calls for different tensors may run at once on
+        different threads: per-tensor state only."""
 
     def _raw_direction(self, seeds, scalars, i: int, like: torch.Tensor) -> torch.Tensor:
         """(1/P) sum_p g_p u_p,i for one step (before any preconditioning)."""

@@ -69,7 +69,7 @@ class HiSo(ScalarOptimizer):
 
     def _apply(self, params, state, seeds, scalars, final: bool) -> None:
         self._tau = len(seeds)
-        self._round_sum: torch.Tensor | None = None
+        self._round_sums: dict[int, torch.Tensor] = {}  # per tensor: tensors update concurrently
         super()._apply(params, state, seeds, scalars, final)
 
     def _after_step(self, state, i, k, raw, step) -> None:
@@ -82,10 +82,10 @@ class HiSo(ScalarOptimizer):
             if last:
                 self._update_h(state[i], step)
         else:  # round_sum: each step is a fresh tensor, so the first one holds the sum
-            self._round_sum = step if self._round_sum is None else self._round_sum.add_(step)
+            acc = self._round_sums.get(i)
+            acc = self._round_sums[i] = step if acc is None else acc.add_(step)
             if last:
-                self._update_h(state[i], self._round_sum)
-                self._round_sum = None
+                self._update_h(state[i], self._round_sums.pop(i))
 
     def _update_h(self, H: torch.Tensor, delta: torch.Tensor) -> None:
         w_old, w_new = self._weights()

@@ -85,5 +85,24 @@ class Task:
         that packs several into one vector (the digits CNN); None: each parameter is one."""
         return None
 
+    @classmethod
+    def for_parameters(cls, cfg, num_clients: int, seed: int, runtime=None) -> "Task":
+        """An instance good for ``init_params``, ``base_info`` and ``save_model`` (export); a
+        task whose data is costly to load may skip it here."""
+        return cls(cfg, num_clients, seed, runtime)
+
+    def base_info(self) -> dict:
+        """What identifies the base model beyond the config (e.g. a tokenizer hash)."""
+        return {}
+
+    def save_model(self, params: Params, out_dir: Path) -> list[str]:
+        """Write ``params`` into the existing directory ``out_dir``; returns the file names.
+        Default: ``model.safetensors``, tensors keyed 00000, 00001 ... in master order."""
+        from .. import io
+
+        io.atomic_write_tensors(Path(out_dir) / "model.safetensors", params,
+                                metadata={"task": self.name})
+        return ["model.safetensors"]
+
     def write_artifacts(self, out_dir: Path) -> None:
         """Optional per-run files (e.g. a client label summary)."""

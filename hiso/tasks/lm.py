@@ -108,20 +108,34 @@ class LMTask(Task):
     Config = LMConfig
 
     def __init__(self, cfg: LMConfig, num_clients: int, seed: int, runtime=None):
+        super().__init__(cfg, num_clients, seed, runtime)
+        self._setup(load_data=True)
+
+    @classmethod
+    def for_parameters(cls, cfg: LMConfig, num_clients: int, seed: int, runtime=None) -> "LMTask":
+        """The model and tokenizer alone (no data set is read): enough to rebuild, hash and
+        save parameters, e.g. on a machine that has the base model but not the data."""
+        self = cls.__new__(cls)
+        Task.__init__(self, cfg, num_clients, seed, runtime)
+        self._setup(load_data=False)
+        return self
+
+    def _setup(self, load_data: bool) -> None:
         from .. import models
         from ..module_zo import FunctionalModule, return_large_frees_to_os
         from ..text import data
         from ..text.templates import get_task
 
-        super().__init__(cfg, num_clients, seed, runtime)
+        cfg = self.cfg
         return_large_frees_to_os()  # freed activations and update temporaries leave the RSS
         self.spec = get_task(cfg.dataset)
         self.metric = "f1" if self.spec.is_generation else "accuracy"
-        self.device = _device(runtime)
-        self.dtype = DTYPES[getattr(runtime, "forward_dtype", "float32") or "float32"]
+        self.device = _device(self.runtime)
+        self.dtype = DTYPES[getattr(self.runtime, "forward_dtype", "float32") or "float32"]
         # data first: a missing data set is reported before a multi-GB model load
-        self.splits = data.load_splits(self.spec, cfg.n_train, cfg.n_dev, cfg.n_eval, cfg.data_seed,
-                                       cfg.data_dir, cfg.cache_dir)
+        if load_data:
+            self.splits = data.load_splits(self.spec, cfg.n_train, cfg.n_dev, cfg.n_eval,
+                                           cfg.data_seed, cfg.data_dir, cfg.cache_dir)
         self.source = models.resolve_source(cfg.model, cfg.revision, cfg.cache_dir, cfg.gguf_file)
         self.tokenizer = models.load_tokenizer(self.source)
         model = models.load_model(self.source)
@@ -138,8 +152,9 @@ class LMTask(Task):
                                        workers=cfg.direction_threads)
         except ValueError as exc:
             raise UserError(f"task.trainable: {exc}") from None
-        self.parts = self._partition()
         self._eval_cache: dict[str, list] = {}
+        if load_data:
+            self.parts = self._partition()
 
     # -- parameters --------------------------------------------------------------------------
     def init_params(self) -> Params:
@@ -251,6 +266,52 @@ class LMTask(Task):
             if split == "eval" and self.cfg.n_dev > 0:
                 out.update({f"dev_{k}": v for k, v in self._evaluate_split(model, "dev").items()})
         return out
+
+    # -- export ------------------------------------------------------------------------------
+    def tokenizer_sha256(self) -> str:
+        """sha256 of the tokenizer's full definition (the fast tokenizer's JSON, else its
+        vocabulary and special tokens): the pack records it, export checks it."""
+        import hashlib
+        import json
+
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            text = backend.to_str()
+        else:
+            text = json.dumps({"vocab": self.tokenizer.get_vocab(),
+                               "special": self.tokenizer.special_tokens_map}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def base_info(self) -> dict:
+        return {"model": self.cfg.model, "revision": self.cfg.revision,
+                "gguf": self.source.gguf, "tokenizer_sha256": self.tokenizer_sha256()}
+
+    def save_model(self, params: Params, out_dir: Path) -> list[str]:
+        """A ``save_pretrained`` folder (weights, config, tokenizer) holding ``params``.
+
+        The base model is loaded again (frozen tensors, ties and config come from it) and each
+        master, chunks included, is copied into its tensor; the copy is checked bit for bit
+        against ``params`` before anything is saved.
+        """
+        from .. import models
+        from ..zo import params_sha256
+
+        model = models.load_model(self.source)
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, t in zip(self.fm.names, params):
+                base, _, rows = name.partition("[")
+                dst = named[base]
+                if rows:
+                    a, b = (int(x) for x in rows.rstrip("]").split(":"))
+                    dst = dst[a:b]
+                dst.copy_(t)
+        if params_sha256(self.fm.masters_of(model)) != params_sha256(params):
+            raise RuntimeError("export: the saved model's weights differ from the rebuilt ones")
+        models._quiet()
+        model.save_pretrained(out_dir)
+        self.tokenizer.save_pretrained(out_dir)
+        return sorted(p.name for p in Path(out_dir).iterdir())
 
     # -- artefacts ---------------------------------------------------------------------------
     def describe(self) -> dict:

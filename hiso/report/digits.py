@@ -1,11 +1,7 @@
-"""The digits check (the paper's Fig. 5 on CPU): batch runs, figures and tables.
+"""The digits check (the paper's Fig. 5 on CPU): figures and tables from its run directories.
 
-Subcommands of ``hiso digits``:
+Subcommands of ``hiso digits`` (the runs themselves: :mod:`hiso.digits_cli`):
 
-``run CONFIG --out 'DIR/seed{seed}' --seeds S ... --name NAME [--lr X | --lr-from SEL.json]``
-    several seeds of one variant in one process (normal run directories; start-up is paid once).
-    ``--lr-variant V`` takes the lr that SEL.json selected for variant V (the nu ablation runs
-    at HiSo's selected lr).
 ``table speedup metrics.csv --baseline decomfl --out t.md --csv t.csv``
     rounds to reach the baseline's best accuracy (the paper's Table 2 metric) and rounds to a
     common target accuracy, per seed (paired by seed), with bytes.
@@ -14,7 +10,7 @@ Subcommands of ``hiso digits``:
 ``figure hessian RUN_DIR ... --out fig.png``               histogram of HiSo's learned H (H.npy).
 
 ``metrics.csv`` is ``hiso aggregate`` over the report runs; a run's variant is its config
-``name``. Learning rates are selected on the dev split by ``hiso select`` (:mod:`hiso.selection`).
+``name``. Learning rates are selected on the dev split by ``hiso select`` (:mod:`hiso.report.selection`).
 """
 
 from __future__ import annotations
@@ -26,71 +22,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from . import io
-from .errors import UserError
-from .selection import selected_lr
+from .. import io
+from ..errors import UserError
+from . import style
+from .tables import markdown
 
 METRIC = "accuracy"      # reported metric (eval split)
-
-
-def add_commands(sub) -> None:
-    d = sub.add_parser("digits", help="the digits check: batch runs, figures, tables")
-    dsub = d.add_subparsers(dest="digits_command", required=True)
-
-    r = dsub.add_parser("run", help="run several seeds of one variant in one process")
-    r.add_argument("config")
-    r.add_argument("--out", required=True, help="run directory pattern containing {seed}")
-    r.add_argument("--seeds", type=int, nargs="+", required=True)
-    r.add_argument("--name", required=True, help="the variant's name (config key `name`)")
-    lr = r.add_mutually_exclusive_group()
-    lr.add_argument("--lr", type=float, help="method.lr")
-    lr.add_argument("--lr-from", help="a selection JSON written by `hiso select`")
-    r.add_argument("--lr-variant", help="the variant --lr-from selected for (default: --name); "
-                                        "e.g. an ablation run at another variant's selected lr")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    r.set_defaults(handler=cmd_run)
-
-    t = dsub.add_parser("table", help="write a digits table (Markdown + CSV)")
-    t.add_argument("kind", choices=["speedup"])
-    t.add_argument("inputs", nargs="+", help="metrics.csv")
-    t.add_argument("--out", required=True)
-    t.add_argument("--csv", required=True)
-    t.add_argument("--baseline", default="decomfl")
-    t.add_argument("--target", type=float, default=None,
-                   help="common target accuracy (default: --target-fraction x the lowest best "
-                        "mean accuracy among the scalar-only variants)")
-    t.add_argument("--target-fraction", type=float, default=0.95)
-    t.set_defaults(handler=cmd_table)
-
-    f = dsub.add_parser("figure", help="draw a digits figure")
-    f.add_argument("kind", choices=["curves", "ablation", "hessian"])
-    f.add_argument("inputs", nargs="+", help="metrics.csv (curves, ablation) or HiSo run dirs (hessian)")
-    f.add_argument("--out", required=True)
-    f.add_argument("--names", nargs="*", default=None, help="variants to draw (default: all)")
-    f.set_defaults(handler=cmd_figure)
-
-
-# -- runs --------------------------------------------------------------------------------------
-def cmd_run(args) -> int:
-    from .config import load
-    from .runner import Run
-
-    if "{seed}" not in args.out:
-        raise UserError(f"--out {args.out}: must contain {{seed}}")
-    extra = [f"name={args.name}"]
-    if args.lr_from:
-        extra.append(f"method.lr={selected_lr(args.lr_from, args.lr_variant or args.name)!r}")
-    elif args.lr is not None:
-        extra.append(f"method.lr={args.lr!r}")
-    runs = [(load(args.config, args.overrides + extra + [f"seed={s}"]), Path(args.out.format(seed=s)))
-            for s in args.seeds]  # every config is validated before anything runs
-    status = 0
-    for resolved, out in runs:
-        summary = Run(resolved, out, progress=False).execute()
-        print(f"{out}: {summary['status']} after {summary['rounds']} rounds, "
-              f"{summary['metric']} = {summary['final_metric']}", flush=True)
-        status |= summary["status"] not in ("ok", "diverged")
-    return int(status)
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -232,9 +169,7 @@ def _fmt(v, nd=3) -> str:
 
 
 def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown(header, rows, _fmt)
 
 
 def cmd_table(args) -> int:
@@ -354,13 +289,7 @@ def _plot_bands(ax, df, names, x: str, positive: bool = False):
 
 
 def cmd_figure(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
+    plt = style.pyplot()
     if args.kind == "hessian":
         fig = _figure_hessian(plt, args.inputs)
     else:
@@ -404,7 +333,7 @@ def cmd_figure(args) -> int:
         fig.suptitle("digits, 64 clients, Dirichlet alpha = 1; lr selected on the dev split "
                      "(legend); line: mean over seeds, band: min-max", fontsize=9)
     fig.tight_layout()
-    _save_fig(fig, args.out)
+    style.save(fig, args.out)
     return 0
 
 
@@ -452,11 +381,3 @@ def _figure_hessian(plt, run_dirs):
         ax.set_ylabel("count (log scale)")
         ax.legend(fontsize=6)
     return fig
-
-
-def _save_fig(fig, out) -> None:
-    import io as _io
-
-    buf = _io.BytesIO()
-    fig.savefig(buf, format=Path(out).suffix.lstrip(".") or "png", dpi=150)
-    io.atomic_write_bytes(out, buf.getvalue())

@@ -8,14 +8,13 @@ always passes through).
 
 from __future__ import annotations
 
-import io as _io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .. import io
-from .stats import median
+from ..experiments.stats import median
+from . import style
 
 COLORS = {"hiso_oracle": "C0", "decomfl": "k", "hiso_nu0.9": "C2", "hiso_nu0.95": "C1",
           "hiso_nu0.99": "C4"}
@@ -25,23 +24,11 @@ LABELS = {"hiso_oracle": "HiSo, oracle H", "decomfl": "ZO-SGD (DeComFL)",
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    return plt
+    return style.pyplot()
 
 
 def save(fig, out: Path) -> None:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130)
-    io.atomic_write_bytes(out, buf.getvalue())
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    style.save(fig, out, dpi=130)
 
 
 def _points(ax, xs, rows, caps, color, label, marker="o"):
@@ -207,7 +194,7 @@ def spectrum(res: dict, cfg: dict, out: Path, case: tuple[str, dict] | None = No
     """Left: the spectrum optimised in the illustration case (its own task config), whitened;
     right: zeta, L kappa and L d over the draws, with the paper's numbers."""
     from .. import theory
-    from .runs import curvature
+    from ..experiments.runs import curvature
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))

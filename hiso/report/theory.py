@@ -39,7 +39,6 @@ def analyse_all(cfg: dict, results: Path) -> dict:
         "noise": noise.analyse(cfg["noise"], common, results / "noise", checks),
         "local": local.analyse(cfg["local"], common, results / "local", checks),
         "spectrum": spectrum.analyse(cfg["spectrum"], common, checks),
-        "blocks": blocks.analyse(cfg["blocks"], common, results / "blocks", checks),
     }
 
 
@@ -83,8 +82,7 @@ def run_totals(cfg: dict, results: Path) -> str:
     import json
 
     rows = []
-    dirs = ([results / n for n in ("dsweep", "zsweep", "noise", "local")] + illcond_dirs(cfg, results)
-            + [results / "blocks"])
+    dirs = [results / n for n in ("dsweep", "zsweep", "noise", "local")] + illcond_dirs(cfg, results)
     for d in dirs:
         idx = read_index(d)
         n = rounds = 0
@@ -100,7 +98,7 @@ def run_totals(cfg: dict, results: Path) -> str:
 
 def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> list[Check]:
     res = analyse_all(cfg, results)
-    checks = [c for key in ("dsweep", "zsweep", "illcond", "noise", "local", "spectrum", "blocks")
+    checks = [c for key in ("dsweep", "zsweep", "illcond", "noise", "local", "spectrum")
               for c in res[key]["checks"]]
     common = cfg["common"]
     target = float(common["target"])
@@ -146,15 +144,6 @@ def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> l
         f"than nu = {ic['learned']['tune_nu']:g} use its step.",
         "",
         illcond_markdown(res["illcond"]),
-        "",
-        "## Block-structured quadratics (issue #15): every design, method and d",
-        "",
-        "hiso_block against the oracles, HiSo's learned diagonal, hiso_scalar and ZO-SGD; design, "
-        "steps and caps in `hiso/experiments/blocks.py`. '>' marks runs censored at their cap. "
-        "zeta ratio: scale-free whitening rank of the final H over the full oracle's. Figure: "
-        "`figures/theory_blocks.png` (`hiso theory block-report`).",
-        "",
-        blocks_markdown(res["blocks"]),
         "",
         "## What was run",
         "",

@@ -39,11 +39,13 @@ def write_cfg(path: Path, cfg: dict) -> Path:
 
 
 def tree(path: Path) -> list[tuple]:
-    """A directory's state: every path with its bytes and mtime (or [] when absent)."""
+    """A directory's state: every path with its bytes and mtime (or [] when absent). The lock
+    file is left out: a process that gets as far as taking the lock rewrites its pid."""
     if not path.exists():
         return []
     return sorted((str(p.relative_to(path)), p.stat().st_mtime_ns,
-                   p.read_bytes() if p.is_file() else b"") for p in [path, *path.rglob("*")])
+                   p.read_bytes() if p.is_file() else b"") for p in [path, *path.rglob("*")]
+                  if p.name != ".hiso.lock")
 
 
 def wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -153,3 +155,250 @@ ALL = [(m, mode) for m in ("hiso", "decomfl", "zo_momentum", "mezo") for mode in
 @pytest.mark.parametrize("method,mode", ALL)
 def test_kill9_ten_times_bit_identical(tmp_path, method, mode):
     _kill_and_resume(tmp_path, _kill_cfg(method, mode), random.Random(11), 10)
+
+
+# -- 3. strict JSON -------------------------------------------------------------------------------
+def _reject(token):
+    raise ValueError(f"non-standard JSON constant {token}")
+
+
+def strict_parse_tree(root: Path) -> int:
+    """json.loads every .json file and every .jsonl line under root, rejecting NaN/Infinity."""
+    n = 0
+    for p in sorted(root.rglob("*.json*")):
+        text = p.read_text()
+        docs = text.splitlines() if p.suffix == ".jsonl" else [text]
+        for doc in docs:
+            json.loads(doc, parse_constant=_reject)
+            n += 1
+    return n
+
+
+def test_every_json_written_parses_strictly_even_with_non_finite_values(tmp_path, monkeypatch):
+    from hiso.tasks.quadratic import QuadraticTask
+
+    root = tmp_path / "runs"
+    for m in ("hiso", "decomfl", "zo_momentum", "fedavg", "fedadam", "fedzo", "mezo"):
+        cfg = config(**{"method.name": m, "federation.rounds": 6, "eval.every": 2})
+        if m in ("fedavg", "fedadam", "fedzo", "mezo"):
+            cfg["method"] = {"name": m, "lr": 1e-3}
+        run(cfg, root / m)
+    # a model that blows up: the loss goes to nan, the metric to inf (HiSo's H diagnostics too)
+    real_loss, real_eval = QuadraticTask.loss, QuadraticTask.evaluate
+    monkeypatch.setattr(QuadraticTask, "loss", lambda self, *a, **k: real_loss(self, *a, **k) * float("nan"))
+    monkeypatch.setattr(QuadraticTask, "evaluate",
+                        lambda self, *a, **k: {k_: v * float("inf") for k_, v in real_eval(self, *a, **k).items()})
+    blown = run(config(**{"eval.every": 1}), root / "blown")
+    assert blown["status"] == "diverged" and "written as null" in blown["reason"]
+    lines = (root / "blown/metrics.jsonl").read_text().splitlines()
+    assert "NaN" not in (root / "blown/summary.json").read_text()
+    last = json.loads(lines[-1], parse_constant=_reject)
+    assert last["non_finite"] and all(last[k] is None for k in last["non_finite"])
+    assert strict_parse_tree(root) > 40
+
+
+def test_non_finite_history_scalars_round_trip_exactly():
+    from hiso import io
+
+    rec = {"round": 3, "scalars": [[1.5, float("inf")], [float("nan"), -float("inf")]], "train_loss": 2.0}
+    line = io.dumps_line(rec)
+    json.loads(line, parse_constant=_reject)
+    back = io.restore_non_finite(json.loads(line))
+    assert back["scalars"][0] == [1.5, float("inf")] and back["scalars"][1][1] == -float("inf")
+    assert back["scalars"][1][0] != back["scalars"][1][0]
+    assert io.dumps_line({"a": 1.0}) == '{"a": 1.0}\n'  # finite records are unchanged
+
+
+# -- 4. every bad input: exit 2, one line naming the key or file, no traceback, --out untouched ---
+BIG = 10**14
+BAD_CONFIG = [  # (dotted overrides of the test config, what the one line must name)
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**63}, "seed"),
+    ({"seed": "abc"}, "seed"),
+    ({"name": [1, 2]}, "name"),
+    ({"sed": 3}, "sed"),
+    ({"federation.clients": 0}, "federation.clients"),
+    ({"federation.rounds": 0}, "federation.rounds"),
+    ({"federation.local_steps": 0}, "federation.local_steps"),
+    ({"federation.aggregation": "median"}, "federation.aggregation"),
+    ({"federation.backend": "grpc"}, "federation.backend"),
+    ({"federation.clients": BIG}, "federation.clients"),
+    ({"federation.mode": "faithful", "federation.clients": 10**7, "task.dim": 10**5}, "federation.clients"),
+    ({"federation.flower.round_timeout": 0}, "federation.flower.round_timeout"),
+    ({"federation.flower.wait_nodes": float("-inf")}, "federation.flower.wait_nodes"),
+    ({"eval.every": 0}, "eval.every"),
+    ({"eval.divergence_factor": 1.0}, "eval.divergence_factor"),
+    ({"eval.divergence_factor": float("inf")}, "eval.divergence_factor"),
+    ({"eval.stop_below": 1.5}, "eval.stop_below"),
+    ({"eval.save_h": "yes"}, "eval.save_h"),
+    ({"runtime.device": "tpu"}, "runtime.device"),
+    ({"runtime.forward_dtype": "float8"}, "runtime.forward_dtype"),
+    ({"runtime.threads": 0}, "runtime.threads"),
+    ({"method.lr": float("inf")}, "method.lr"),
+    ({"method.lr": float("nan")}, "method.lr"),
+    ({"method.mu": float("-inf")}, "method.mu"),
+    ({"method.lr": "1e999"}, "method.lr"),
+    ({"method.perturbations": 10**11}, "method.perturbations"),
+    ({"method.directions": "uniform"}, "method.directions"),
+    ({"method.weight_decay": float("nan")}, "method.weight_decay"),
+    ({"task.dim": 0}, "task.dim"),
+    ({"task.dim": 10**12}, "task.dim"),
+    ({"task.heterogeneity": -0.1}, "task.heterogeneity"),
+    ({"task.init_scale": float("inf")}, "task.init_scale"),
+    ({"task.structure_seed": 2**64}, "task.structure_seed"),
+    ({"task.spectrum.lo": "low"}, "task.spectrum.lo"),
+    ({"task.spectrum": 5}, "task.spectrum"),
+    ({"task.rotate": True, "task.dim": 10000}, "task.rotate"),
+    ({"task.init_dims": 100}, "task.init_dims"),
+    ({"task.noise.sigma": float("nan")}, "task.noise.sigma"),
+    ({"method": "hiso"}, "method"),
+]
+
+
+def _assert_refused(rc: int, err: str, names: str, out: Path, before: list) -> None:
+    lines = err.strip().splitlines()
+    assert rc == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hiso: error: ") and names in lines[0], err
+    assert "Traceback" not in err
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize("overrides,key", BAD_CONFIG, ids=[f"{k}-{i}" for i, (_, k) in enumerate(BAD_CONFIG)])
+def test_bad_config_value(tmp_path, capsys, overrides, key):
+    from hiso.cli import main
+
+    cfg = config(**overrides)
+    if overrides == {"method": "hiso"}:
+        cfg["method"] = "hiso"
+    path = write_cfg(tmp_path / "c.yaml", cfg)
+    out = tmp_path / "run"
+    rc = main(["run", str(path), "--out", str(out), "--no-progress"])
+    _assert_refused(rc, capsys.readouterr().err, key, out, [])
+
+
+def _file_cases(tmp_path: Path) -> dict:
+    good = yaml.safe_dump(config())
+    return {
+        "latin1": "# r\xe9sum\xe9\n".encode("latin-1") + good.encode(),
+        "binary": b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)),
+        "dup-top": (good + "seed: 4\n").encode(),
+        "dup-nested": good.replace("lr: 0.002", "lr: 0.002\n  lr: 0.003").encode(),
+        "list": b"- 1\n- 2\n",
+        "empty": b"",
+        "invalid": b"method: [unclosed\n",
+        "utf16": good.encode("utf-16"),
+    }
+
+
+FILE_CASES = ["latin1", "binary", "dup-top", "dup-nested", "list", "empty", "invalid", "utf16"]
+
+
+@pytest.mark.parametrize("case", FILE_CASES)
+def test_bad_config_file(tmp_path, capsys, case):
+    from hiso.cli import main
+
+    path = tmp_path / f"{case}.yaml"
+    path.write_bytes(_file_cases(tmp_path)[case])
+    out = tmp_path / "run"
+    rc = main(["run", str(path), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    _assert_refused(rc, err, path.name, out, [])
+    if case.startswith("dup"):
+        assert "duplicate key" in err
+
+
+def _prepared_out(tmp_path: Path, case: str) -> tuple[list[str], Path]:
+    """(extra command-line arguments, --out) of a bad command line or run directory."""
+    out = tmp_path / "run"
+    if case == "out-empty":
+        return ["--out", ""], out
+    if case == "out-is-file":
+        out.write_text("x")
+        return ["--out", str(out)], out
+    if case == "out-under-file":
+        (tmp_path / "f").write_text("x")
+        return ["--out", str(tmp_path / "f/run")], out
+    if case in ("other-config", "damaged-summary", "damaged-config", "empty-config", "damaged-history"):
+        run(config(**{"federation.rounds": 5}), out)
+        if case == "other-config":
+            return ["--out", str(out), "--set", "method.lr=0.004"], out
+        if case == "damaged-summary":
+            (out / "summary.json").write_bytes(b"{\"status\": \"ok\", \"ro")
+        elif case == "damaged-config":
+            (out / "config.yaml").write_bytes(b"\xff\xfe\x00garbage")
+        elif case == "empty-config":
+            (out / "config.yaml").write_text("")
+        else:
+            (out / "summary.json").unlink()
+            lines = (out / "history.jsonl").read_text().splitlines(keepends=True)
+            (out / "history.jsonl").write_text(lines[0] + "#damaged\n" + "".join(lines[1:]))
+        return ["--out", str(out), "--set", "federation.rounds=5"], out
+    if case == "not-a-run":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        return ["--out", str(out)], out
+    if case == "lr-from-missing":
+        return ["--out", str(out), "--lr-from", str(tmp_path / "sel.json")], out
+    if case == "lr-from-damaged":
+        (tmp_path / "sel.json").write_text("{not json")
+        return ["--out", str(out), "--lr-from", str(tmp_path / "sel.json")], out
+    sets = {"set-no-equals": "seed", "set-empty-key": "=3", "set-dup": "method={lr: 1, lr: 2}",
+            "set-bad-value": "federation.rounds=ten", "set-through-scalar": "seed.x=1",
+            "set-inf": "method.mu=.inf", "set-switch-bad-key": "method.name=fedavg"}
+    extra = ["--set", sets[case]]
+    if case == "set-switch-bad-key":
+        extra += ["--set", "method.perturbations=3"]  # explicit: kept, and fedavg has none
+    return ["--out", str(out), *extra], out
+
+
+CLI_CASES = {  # case: what the one line names
+    "out-empty": "--out", "out-is-file": "run", "out-under-file": "f/run", "other-config": "method.lr",
+    "damaged-summary": "summary.json", "damaged-config": "config.yaml", "empty-config": "config.yaml",
+    "damaged-history": "history.jsonl", "not-a-run": "run", "lr-from-missing": "sel.json",
+    "lr-from-damaged": "sel.json", "set-no-equals": "--set seed", "set-empty-key": "empty key",
+    "set-dup": "duplicate key", "set-bad-value": "federation.rounds", "set-through-scalar": "seed",
+    "set-inf": "method.mu", "set-switch-bad-key": "method.perturbations",
+}
+
+
+@pytest.mark.parametrize("case", list(CLI_CASES))
+def test_bad_command_line_or_run_directory(tmp_path, capsys, case):
+    from hiso.cli import main
+
+    path = write_cfg(tmp_path / "c.yaml", config(**{"federation.rounds": 5}))
+    extra, out = _prepared_out(tmp_path, case)
+    before = tree(out)
+    rc = main(["run", str(path), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    if case == "set-switch-bad-key":  # the switch's note, then the error
+        assert err.startswith("hiso: note: method.name=fedavg")
+        err = err.split("\n", 1)[1]
+    _assert_refused(rc, err, CLI_CASES[case], out, before)
+
+
+def test_bad_inputs_are_at_least_forty_distinct():
+    assert len(BAD_CONFIG) + len(FILE_CASES) + len(CLI_CASES) >= 40
+
+
+def test_real_process_bad_inputs_one_line_exit_2(tmp_path):
+    """A few of the above through a real process: no traceback reaches the terminal."""
+    for name, data in (("b.yaml", b"\x00\x01"), ("d.yaml", b"seed: 1\nseed: 2\n")):
+        (tmp_path / name).write_bytes(data)
+        p = subprocess.run([sys.executable, "-m", "hiso", "run", str(tmp_path / name), "--out",
+                            str(tmp_path / "o")], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and name in p.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_switching_method_on_the_command_line_drops_the_other_methods_keys(tmp_path, capsys):
+    from hiso.cli import main
+
+    path = write_cfg(tmp_path / "c.yaml", config(**{"federation.rounds": 4}))
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--no-progress",
+                 "--set", "method.name=fedavg"]) == 0
+    err = capsys.readouterr().err
+    assert "hiso: note: method.name=fedavg" in err and "mu, perturbations" in err
+    stored = yaml.safe_load((tmp_path / "o/config.yaml").read_text())
+    assert stored["method"]["name"] == "fedavg" and "mu" not in stored["method"]

@@ -402,3 +402,116 @@ def test_switching_method_on_the_command_line_drops_the_other_methods_keys(tmp_p
     assert "hiso: note: method.name=fedavg" in err and "mu, perturbations" in err
     stored = yaml.safe_load((tmp_path / "o/config.yaml").read_text())
     assert stored["method"]["name"] == "fedavg" and "mu" not in stored["method"]
+
+
+# -- 5. leftovers, permissions, torn appends, a full disk -----------------------------------------
+def test_stale_tmp_files_are_removed_and_the_run_resumes(tmp_path):
+    cfg = config(**{"federation.rounds": 12})
+    ref = run(cfg, tmp_path / "ref")
+    out = tmp_path / "run"
+    run(cfg, out)
+    (out / "summary.json").unlink()
+    (out / ".summary.json.1a2b3c4d.tmp").write_text('{"half')
+    (out / ".history.jsonl.deadbeef.tmp").write_text("")
+    got = run(cfg, out)
+    assert got["params_sha256"] == ref["params_sha256"]
+    assert not list(out.glob(".*.tmp"))
+    # a directory holding only a leftover of its first write is still a fresh one
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / ".config.yaml.0badf00d.tmp").write_text("name: t\n")
+    assert run(cfg, fresh)["params_sha256"] == ref["params_sha256"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_outputs_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        run(config(**{"federation.rounds": 3}), tmp_path / "run")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~umask
+    for p in (tmp_path / "run").iterdir():
+        assert p.stat().st_mode & 0o777 == want, (p.name, oct(p.stat().st_mode))
+
+
+class _FullDisk:
+    """A file handle that takes ``budget`` more bytes, then writes part of a line and fails as a
+    full disk does (ENOSPC)."""
+
+    def __init__(self, fh, budget: list[int]):
+        self.fh, self.budget = fh, budget
+
+    def write(self, s: str) -> int:
+        import errno
+
+        if len(s) > self.budget[0]:
+            self.fh.write(s[: max(self.budget[0], 0) or len(s) // 2])  # a torn line
+            self.fh.flush()
+            self.budget[0] = 0
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.fh.name)
+        self.budget[0] -= len(s)
+        return self.fh.write(s)
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
+@pytest.mark.parametrize("victim,method", [("history.jsonl", "hiso"), ("ledger.csv", "decomfl"),
+                                           ("metrics.jsonl", "hiso"), ("ledger.csv", "fedavg")])
+def test_full_disk_one_line_then_resume_gives_the_uninterrupted_hash(tmp_path, capsys, monkeypatch, victim, method):
+    from hiso.cli import main
+
+    cfg = config(**{"federation.rounds": 30, "method.name": method})
+    if method == "fedavg":
+        cfg["method"] = {"name": "fedavg", "lr": 1e-3}
+    path = write_cfg(tmp_path / "c.yaml", cfg)
+    ref = run(cfg, tmp_path / "ref")
+    size = (tmp_path / "ref" / victim).stat().st_size
+    budget = [size // 2 - (tmp_path / "ref" / victim).read_text().index("\n") - 1]
+    real_open = Path.open
+
+    def open_(self, mode="r", *a, **k):
+        fh = real_open(self, mode, *a, **k)
+        return _FullDisk(fh, budget) if self.name == victim and "a" in mode else fh
+
+    monkeypatch.setattr(Path, "open", open_)
+    out = tmp_path / "run"
+    rc = main(["run", str(path), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
+    assert "Traceback" not in err and victim in err
+    assert not (out / victim).read_text().endswith("\n")  # torn
+    assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+    monkeypatch.setattr(Path, "open", real_open)
+    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+    got = json.loads((out / "summary.json").read_text())
+    assert got["params_sha256"] == ref["params_sha256"] and got["status"] == "ok"
+    assert (out / "ledger.csv").read_bytes() == (tmp_path / "ref/ledger.csv").read_bytes()
+    assert (out / "history.jsonl").read_bytes() == (tmp_path / "ref/history.jsonl").read_bytes()
+
+
+def test_a_crash_is_recorded_as_failed_one_line_exit_1_and_a_rerun_retries(tmp_path, capsys, monkeypatch):
+    from hiso.cli import main
+    from hiso.protocol import ZOFederation
+
+    cfg = config(**{"federation.rounds": 10})
+    path = write_cfg(tmp_path / "c.yaml", cfg)
+    real = ZOFederation.run_round
+
+    def boom(self, r):
+        if r == 6:
+            raise RuntimeError("simulated crash\nsecond line")
+        return real(self, r)
+
+    monkeypatch.setattr(ZOFederation, "run_round", boom)
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "simulated crash second line" in err, err
+    s = json.loads((out / "summary.json").read_text(), parse_constant=_reject)
+    assert s["status"] == "failed" and "RuntimeError: simulated crash" in s["error"]
+    assert "Traceback" in s["traceback"] and s["rounds"] == 5
+    monkeypatch.setattr(ZOFederation, "run_round", real)
+    assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "summary.json").read_text())["params_sha256"] == run(cfg, tmp_path / "ref")["params_sha256"]

@@ -515,3 +515,43 @@ def test_a_crash_is_recorded_as_failed_one_line_exit_1_and_a_rerun_retries(tmp_p
     monkeypatch.setattr(ZOFederation, "run_round", real)
     assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "summary.json").read_text())["params_sha256"] == run(cfg, tmp_path / "ref")["params_sha256"]
+
+
+# -- 6. a failed run in a pipeline ----------------------------------------------------------------
+@pytest.mark.parametrize("where", ["first evaluation", "round 7"])
+def test_failed_ok_lets_a_pipeline_go_on_and_readers_take_the_failed_run(tmp_path, capsys, monkeypatch, where):
+    from hiso.cli import main
+    from hiso.protocol import ZOFederation
+    from hiso.tasks.quadratic import QuadraticTask
+
+    path = write_cfg(tmp_path / "c.yaml", config(**{"federation.rounds": 10}))
+    assert main(["run", str(path), "--out", str(tmp_path / "ok"), "--no-progress"]) == 0
+    real_round, real_eval = ZOFederation.run_round, QuadraticTask.evaluate
+
+    def boom_round(self, r):
+        if r == 7:
+            raise FloatingPointError("simulated")
+        return real_round(self, r)
+
+    def boom_eval(self, *a, **k):
+        raise FloatingPointError("simulated")
+
+    if where == "round 7":
+        monkeypatch.setattr(ZOFederation, "run_round", boom_round)
+    else:
+        monkeypatch.setattr(QuadraticTask, "evaluate", boom_eval)
+    bad = tmp_path / "bad"
+    assert main(["run", str(path), "--out", str(bad), "--no-progress", "--set", "seed=5", "--failed-ok"]) == 0
+    monkeypatch.undo()
+    assert json.loads((bad / "summary.json").read_text())["status"] == "failed"
+    # the pipeline's next step reads it: evaluations before the crash are kept and marked
+    # failed; a run with none is left out with a note
+    capsys.readouterr()
+    csv = tmp_path / "metrics.csv"
+    assert main(["aggregate", str(tmp_path / "ok/summary.json"), str(bad / "summary.json"), "--out", str(csv)]) == 0
+    text, err = csv.read_text(), capsys.readouterr().err
+    assert (",failed," in text) == (where == "round 7") and ",ok," in text
+    assert ("failed before its first evaluation" in err) == (where != "round 7")
+    # rerunning it by hand retries it
+    assert main(["run", str(path), "--out", str(bad), "--no-progress", "--set", "seed=5"]) == 0
+    assert json.loads((bad / "summary.json").read_text())["status"] == "ok"

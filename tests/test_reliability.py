@@ -555,3 +555,44 @@ def test_failed_ok_lets_a_pipeline_go_on_and_readers_take_the_failed_run(tmp_pat
     # rerunning it by hand retries it
     assert main(["run", str(path), "--out", str(bad), "--no-progress", "--set", "seed=5"]) == 0
     assert json.loads((bad / "summary.json").read_text())["status"] == "ok"
+
+
+# -- 7. offline text data without the offline variables ---------------------------------------
+def test_text_data_without_offline_variables_loads_or_fails_within_seconds(tmp_path):
+    """A fresh interpreter with no HF_*_OFFLINE set: local files load, a missing hub data set is a
+    one-line error saying what to set, each within seconds (not the hub client's minute of
+    retries). Where the hub is reachable only the local-file half is meaningful."""
+    import textwrap
+
+    from hiso.text.fixtures import write_task_files
+
+    write_task_files("sst2", tmp_path / "data", 8, 0)
+    code = textwrap.dedent(f"""
+        import time
+        from hiso.errors import UserError
+        from hiso.text.data import load_examples, hub_reachable
+        from hiso.text.templates import get_task
+        import datasets  # import cost is not part of the budget
+        t = time.perf_counter()
+        n = len(load_examples(get_task("sst2"), "train", data_dir={str(tmp_path / 'data')!r}))
+        print(n, f"{{time.perf_counter() - t:.3f}}")
+        t = time.perf_counter()
+        try:
+            load_examples(get_task("sst2"), "train")
+            print("loaded")
+        except UserError as e:
+            print(f"{{time.perf_counter() - t:.3f}}", hub_reachable())
+            print(e)
+    """)
+    env = {k: v for k, v in os.environ.items() if "OFFLINE" not in k}
+    env.update({"HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(ROOT)})
+    env.pop("HF_DATASETS_CACHE", None)
+    env.pop("HF_HUB_CACHE", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) >= 2, out.stdout + out.stderr
+    n, seconds = lines[0].split()
+    assert int(n) == 8 and float(seconds) < 10.0, lines
+    if lines[1] != "loaded" and lines[1].split()[1] == "False":
+        assert float(lines[1].split()[0]) < 15.0, lines
+        assert "HF_HUB_OFFLINE=1" in lines[2] and "nyu-mll/glue" in lines[2]

@@ -69,6 +69,8 @@ def _dispatch(args) -> int:
     if args.command == "run":
         from .deploy import execute
 
+        if not args.out.strip():
+            raise UserError("--out: give a run directory (an empty path would be the current directory)")
         overrides = list(args.overrides)
         if args.lr_from:
             from .selection import selected_lr

@@ -196,7 +196,12 @@ class Run:
                 start += 1
             self._rewrite_jsonl(HISTORY, lambda rec: rec["round"] < start)
         elif (self.out / CHECKPOINT).exists():
-            ck = torch.load(self.out / CHECKPOINT, weights_only=True)
+            try:
+                ck = torch.load(self.out / CHECKPOINT, weights_only=True)
+                ck["params"], ck["state"], ck["round"]  # noqa: B018 (present?)
+            except Exception:
+                raise UserError(f"{self.out / CHECKPOINT}: damaged (not a checkpoint this program "
+                                f"wrote); delete it to restart the run from round 0") from None
             for dst, src in zip(fed.params + fed.state, ck["params"] + ck["state"]):
                 dst.copy_(src)
             start = int(ck["round"])

@@ -334,6 +334,13 @@ def _prepared_out(tmp_path: Path, case: str) -> tuple[list[str], Path]:
             lines = (out / "history.jsonl").read_text().splitlines(keepends=True)
             (out / "history.jsonl").write_text(lines[0] + "#damaged\n" + "".join(lines[1:]))
         return ["--out", str(out), "--set", "federation.rounds=5"], out
+    if case == "damaged-checkpoint":
+        cfg = config(**{"federation.rounds": 5})
+        cfg["method"] = {"name": "fedavg", "lr": config()["method"]["lr"]}
+        run(cfg, out)
+        (out / "summary.json").unlink()
+        (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 truncated")
+        return ["--out", str(out), "--set", "federation.rounds=5", "--set", "method.name=fedavg"], out
     if case == "not-a-run":
         out.mkdir()
         (out / "notes.txt").write_text("mine")
@@ -355,7 +362,7 @@ def _prepared_out(tmp_path: Path, case: str) -> tuple[list[str], Path]:
 CLI_CASES = {  # case: what the one line names
     "out-empty": "--out", "out-is-file": "run", "out-under-file": "f/run", "other-config": "method.lr",
     "damaged-summary": "summary.json", "damaged-config": "config.yaml", "empty-config": "config.yaml",
-    "damaged-history": "history.jsonl", "not-a-run": "run", "lr-from-missing": "sel.json",
+    "damaged-history": "history.jsonl", "damaged-checkpoint": "checkpoint.pt", "not-a-run": "run", "lr-from-missing": "sel.json",
     "lr-from-damaged": "sel.json", "set-no-equals": "--set seed", "set-empty-key": "empty key",
     "set-dup": "duplicate key", "set-bad-value": "federation.rounds", "set-through-scalar": "seed",
     "set-inf": "method.mu", "set-switch-bad-key": "method.perturbations",
@@ -371,14 +378,30 @@ def test_bad_command_line_or_run_directory(tmp_path, capsys, case):
     before = tree(out)
     rc = main(["run", str(path), "--no-progress", *extra])
     err = capsys.readouterr().err
-    if case == "set-switch-bad-key":  # the switch's note, then the error
-        assert err.startswith("hiso: note: method.name=fedavg")
+    if case in ("set-switch-bad-key", "damaged-checkpoint"):  # the switch's note, then the error
+        assert err.startswith("hiso: note: method.name=fedavg"), err
         err = err.split("\n", 1)[1]
     _assert_refused(rc, err, CLI_CASES[case], out, before)
 
 
 def test_bad_inputs_are_at_least_forty_distinct():
     assert len(BAD_CONFIG) + len(FILE_CASES) + len(CLI_CASES) >= 40
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_out_is_one_line(tmp_path, capsys):
+    from hiso.cli import main
+
+    path = write_cfg(tmp_path / "c.yaml", config(**{"federation.rounds": 3}))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        rc = main(["run", str(path), "--out", str(ro / "run"), "--no-progress"])
+    finally:
+        ro.chmod(0o700)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "ro/run" in err and "Traceback" not in err
 
 
 def test_real_process_bad_inputs_one_line_exit_2(tmp_path):
@@ -596,3 +619,23 @@ def test_text_data_without_offline_variables_loads_or_fails_within_seconds(tmp_p
     if lines[1] != "loaded" and lines[1].split()[1] == "False":
         assert float(lines[1].split()[0]) < 15.0, lines
         assert "HF_HUB_OFFLINE=1" in lines[2] and "nyu-mll/glue" in lines[2]
+
+
+def test_tokenizer_that_encodes_to_nothing_is_one_line_naming_folder_and_class(tmp_path, monkeypatch):
+    import transformers
+
+    from hiso.errors import UserError
+    from hiso.models import ModelSource, load_tokenizer
+
+    class Qwen2TokenizerFast:  # stands in for the substituted class: every text -> no ids
+        pad_token_id, eos_token_id = 0, 0
+
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": []}
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Qwen2TokenizerFast())
+    folder = tmp_path / "qwen2-local"
+    with pytest.raises(UserError) as info:
+        load_tokenizer(ModelSource("qwen2-local", str(folder), True))
+    msg = str(info.value)
+    assert "\n" not in msg and str(folder) in msg and "Qwen2TokenizerFast" in msg and "no tokens" in msg

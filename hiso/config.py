@@ -8,6 +8,8 @@ resolved config is refused rather than mixed.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import sys
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import UserError
-from .schema import build, to_dict
+from .schema import SEED_MAX, build, to_dict
 
 
 @dataclass
@@ -74,7 +76,7 @@ class RunConfig:
     method: dict
     task: dict
     name: str = "run"
-    seed: int = field(default=0, metadata={"ge": 0})
+    seed: int = field(default=0, metadata={"ge": 0, "le": SEED_MAX})
     federation: FederationConfig = field(default_factory=FederationConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -100,16 +102,55 @@ class Resolved:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # the base constructor reports unhashable keys itself
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def parse_yaml(text: str):
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    if b"\0" in raw:
+        raise UserError(f"{path}: a binary file, not a YAML config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8") from None
+    try:
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(exc, "problem", None)
+        what = f": {problem}" if problem and "duplicate key" in problem else ""
+        raise UserError(f"{path}: not valid YAML{where}{what}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
     return data
@@ -126,8 +167,11 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if not key:
             raise UserError(f"--set {item}: empty key")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = parse_yaml(raw)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or ""
+            if "duplicate key" in problem:
+                raise UserError(f"--set {key}: {problem}") from None
             value = raw
         node = data
         parts = key.split(".")
@@ -156,11 +200,44 @@ def resolve(data: dict) -> Resolved:
         # one client holding all the data
         run.federation.clients = 1
         run.federation.sampled = 1
-    return Resolved(run, mcls, mcfg, tcls, tcfg)
+    resolved = Resolved(run, mcls, mcfg, tcls, tcfg)
+    from .budget import check_fits
+
+    check_fits(resolved)
+    return resolved
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Resolved:
-    return resolve(apply_overrides(load_yaml(path), overrides or []))
+    data = load_yaml(path)
+    merged = apply_overrides(data, overrides or [])
+    return resolve(_switched(data, merged, overrides or []))
+
+
+def _switched(data: dict, merged: dict, overrides: list[str]) -> dict:
+    """Drop the file's method (task) keys that a method (task) chosen by ``--set
+    method.name=...`` does not have, with a note saying which: switching methods from the
+    command line then just works. Keys also given with --set are kept (and validated)."""
+    from .baselines import VECTOR_METHODS
+    from .optimizers import SCALAR_METHODS
+    from .tasks import TASKS
+
+    keys = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
+    for section, registry in (("method", {**SCALAR_METHODS, **VECTOR_METHODS}), ("task", TASKS)):
+        old, new = data.get(section), merged.get(section)
+        if f"{section}.name" not in keys or not isinstance(old, dict) or not isinstance(new, dict):
+            continue
+        name = new.get("name")
+        if name == old.get("name") or name not in registry:
+            continue
+        known = {f.name for f in dataclasses.fields(registry[name].Config)}
+        given = {k.split(".")[1] for k in keys if k.startswith(f"{section}.") and k.count(".") >= 1}
+        drop = [k for k in new if k != "name" and k not in known and k not in given]
+        if drop:
+            for k in drop:
+                del new[k]
+            print(f"hiso: note: {section}.name={name}: ignoring the config's {section} keys "
+                  f"{name} does not have: {', '.join(map(str, drop))}", file=sys.stderr)
+    return merged
 
 
 def dump_yaml(d: dict) -> str:

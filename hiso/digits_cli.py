@@ -32,6 +32,8 @@ def add_commands(sub) -> None:
     r.add_argument("--lr-variant", help="the variant --lr-from selected for (default: --name); "
                                         "e.g. an ablation run at another variant's selected lr")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--failed-ok", action="store_true",
+                   help="exit 0 when a run fails but its failure is recorded (as `hiso run`)")
     r.set_defaults(handler=cmd_run)
 
     from .report.cli import add_digits_commands
@@ -54,7 +56,14 @@ def cmd_run(args) -> int:
             for s in args.seeds]  # every config is validated before anything runs
     status = 0
     for resolved, out in runs:
-        summary = Run(resolved, out, progress=False).execute()
+        try:
+            summary = Run(resolved, out, progress=False).execute()
+        except UserError:
+            raise
+        except Exception as exc:  # recorded in the run directory (status failed): go on
+            print(f"{out}: failed: {type(exc).__name__}: {' '.join(str(exc).split())}", flush=True)
+            status |= not args.failed_ok or not (out / "summary.json").is_file()
+            continue
         print(f"{out}: {summary['status']} after {summary['rounds']} rounds, "
               f"{summary['metric']} = {summary['final_metric']}", flush=True)
         status |= summary["status"] not in ("ok", "diverged")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 from pathlib import Path
@@ -47,25 +48,87 @@ def atomic_write_text(path: Path | str, text: str) -> None:
 
 
 def atomic_write_json(path: Path | str, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_jsonl(path: Path | str) -> list[dict]:
-    """Parse complete lines; a torn last line (from a killed writer) is dropped."""
+    """Parse the records of a JSON-lines file the project wrote (non-finite values restored).
+
+    A torn last line (from a killed writer, or a write that hit a full disk) is dropped; a
+    damaged line before the last is a UserError naming the file and line.
+    """
+    from .errors import UserError
+
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: damaged (not UTF-8 text); delete the run directory to start "
+                        f"over") from None
     out = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines):
         try:
-            out.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
-            break
+            rec = None
+        if not isinstance(rec, dict):
+            if i == len(lines) - 1:
+                break  # torn by an interrupted append
+            raise UserError(f"{path}: line {i + 1} is damaged (not a JSON record); delete the run "
+                            f"directory to start over")
+        out.append(restore_non_finite(rec))
     return out
 
 
+def load_json(path: Path | str) -> Any:
+    """A JSON file the project wrote, non-finite values restored (see :func:`strict`)."""
+    obj = json.loads(Path(path).read_text())
+    return restore_non_finite(obj) if isinstance(obj, dict) else obj
+
+
 def dumps_line(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, allow_nan=True) + "\n"
+    return json.dumps(strict(obj), sort_keys=True, allow_nan=False) + "\n"
+
+
+NON_FINITE = "non_finite"
+
+
+def strict(obj: Any) -> Any:
+    """``obj`` with every NaN or infinity replaced by null, so that strict JSON readers accept
+    it. A mapping at the top says which: ``non_finite`` maps each replaced value's dotted path
+    to "nan", "inf" or "-inf" (and :func:`restore_non_finite` puts them back)."""
+    found: dict[str, str] = {}
+
+    def walk(x, path):
+        if isinstance(x, float) and not math.isfinite(x):
+            found[path] = "nan" if x != x else ("inf" if x > 0 else "-inf")
+            return None
+        if isinstance(x, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{path}.{i}" if path else str(i)) for i, v in enumerate(x)]
+        return x
+
+    out = walk(obj, "")
+    if found and isinstance(out, dict):
+        out[NON_FINITE] = {**out.get(NON_FINITE, {}), **found}
+    return out
+
+
+def restore_non_finite(rec: dict) -> dict:
+    """Undo :func:`strict` on a record read back: the listed nulls become their floats again."""
+    for path, value in (rec.pop(NON_FINITE, None) or {}).items():
+        *parents, last = path.split(".")
+        node = rec
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(last)] = float(value)
+        else:
+            node[last] = float(value)
+    return rec
 
 
 def run_dir(path: Path | str) -> Path:
@@ -85,7 +148,7 @@ def read_run(path: Path | str) -> tuple[Path, dict, dict, list[dict]]:
         if not (d / name).is_file():
             raise UserError(f"{d / name}: missing (not a finished run directory)")
     cfg = yaml.safe_load((d / "config.yaml").read_text())
-    return d, cfg, json.loads((d / "summary.json").read_text()), read_jsonl(d / "metrics.jsonl")
+    return d, cfg, load_json(d / "summary.json"), read_jsonl(d / "metrics.jsonl")
 
 
 def atomic_write_tensors(path: Path | str, tensors: list, metadata: dict[str, str] | None = None) -> None:

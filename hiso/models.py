@@ -159,7 +159,26 @@ def load_tokenizer(src: ModelSource):
                         f"{_how_to_provide(src.name)}") from None
     if tok.pad_token_id is None and tok.eos_token_id is None:
         raise UserError(f"model {src.name}: tokenizer has neither a pad nor an eos token")
+    check_tokenizer_encodes(tok, src)
     return tok
+
+
+#: plain text every usable tokenizer turns into tokens (a prompt-and-answer shape)
+PROBE_TEXT = "Review: the film was great.\nSentiment: positive"
+
+
+def check_tokenizer_encodes(tok, src: ModelSource) -> None:
+    """Refuse a tokenizer that turns text into no tokens (seen when transformers substitutes
+    another tokenizer class for a local folder's): scoring would fail later, far from the cause."""
+    try:
+        ids = list(tok(PROBE_TEXT, add_special_tokens=False)["input_ids"])
+    except Exception as exc:
+        raise UserError(f"model {src.name}: its tokenizer ({type(tok).__name__}, from {src.path}) "
+                        f"cannot encode text ({_one_line(exc)})") from None
+    if not ids:
+        raise UserError(f"model {src.name}: its tokenizer ({type(tok).__name__}, from {src.path}) "
+                        f"encodes text to no tokens; check the folder's tokenizer files and "
+                        f"tokenizer_class in tokenizer_config.json")
 
 
 def load_model(src: ModelSource):

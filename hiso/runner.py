@@ -57,7 +57,7 @@ def read_json(path: Path) -> dict:
     if not isinstance(obj, dict):
         raise UserError(f"{path}: damaged (not a JSON object); delete it and rerun to resume "
                         f"the run from its history")
-    return obj
+    return io.restore_non_finite(obj)
 
 
 def check_run_dir(out: Path, resolved: Resolved) -> str:
@@ -198,7 +198,12 @@ class Run:
                 start += 1
             self._rewrite_jsonl(HISTORY, lambda rec: rec["round"] < start)
         elif (self.out / CHECKPOINT).exists():
-            ck = torch.load(self.out / CHECKPOINT, weights_only=True)
+            try:
+                ck = torch.load(self.out / CHECKPOINT, weights_only=True)
+                ck["params"], ck["state"], ck["round"]  # noqa: B018 (present?)
+            except Exception:
+                raise UserError(f"{self.out / CHECKPOINT}: damaged (not a checkpoint this program "
+                                f"wrote); delete it to restart the run from round 0") from None
             for dst, src in zip(fed.params + fed.state, ck["params"] + ck["state"]):
                 dst.copy_(src)
             start = int(ck["round"])
@@ -308,13 +313,23 @@ class Run:
                 **fed.opt.diagnostics(fed.state)}
 
     def _diverged(self, task, rec: dict) -> bool:
+        self.reason = self._divergence(task, rec)
+        return self.reason is not None
+
+    def _divergence(self, task, rec: dict) -> str | None:
+        """Why the run is stopped as diverged at this evaluation (None: it is not)."""
         value = rec[task.metric]
         loss = rec["train_loss"]
-        if not math.isfinite(value) or (loss is not None and not math.isfinite(loss)):
-            return True
+        n = rec["round"]
+        if not math.isfinite(value):
+            return f"{task.metric} is {value} at round {n} (written as null)"
+        if loss is not None and not math.isfinite(loss):
+            return f"train_loss is {loss} at round {n} (written as null)"
         factor = self.r.run.eval.divergence_factor
-        return (task.metric_mode == "min" and self.initial is not None and self.initial > 0
-                and value > factor * self.initial)
+        if (task.metric_mode == "min" and self.initial is not None and self.initial > 0
+                and value > factor * self.initial):
+            return f"{task.metric} {value:.6g} > divergence_factor {factor:g} x initial {self.initial:.6g} at round {n}"
+        return None
 
     def _reached(self, task, rec: dict) -> bool:
         stop = self.r.run.eval.stop_below
@@ -354,6 +369,8 @@ class Run:
         }
         if torch.cuda.is_available():
             summary["peak_cuda_memory_bytes"] = torch.cuda.max_memory_allocated()
+        if status == "diverged" and getattr(self, "reason", None):
+            summary["reason"] = self.reason
         if error:
             summary["error"] = error
         if traceback:

@@ -8,11 +8,17 @@ method that raises :class:`UserError`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Literal, get_args, get_origin
 
 from .errors import UserError
+
+#: largest seed a config may give: seeds are mixed modulo 2**64 (``directions.derive``), so a
+#: larger one would silently alias a smaller one; below 2**63 they also fit every generator a
+#: seed reaches directly (``torch.Generator.manual_seed``, NumPy's SeedSequence)
+SEED_MAX = 2**63 - 1
 
 _BOUNDS = {
     "gt": (lambda v, b: v > b, ">"),
@@ -76,12 +82,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             # YAML 1.1 reads "1e-3" as a string; accept numeric strings.
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise UserError(f"{key}: expected a number, got {value!r}") from None
         if not isinstance(value, (int, float)):
             raise UserError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise UserError(f"{key}: {value} is too large for a float") from None
+        if not math.isfinite(value):
+            # no setting means "unbounded" by infinity: a non-finite value is a typo or overflow
+            raise UserError(f"{key}: must be a finite number, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise UserError(f"{key}: expected a string, got {value!r}")

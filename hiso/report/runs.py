@@ -6,6 +6,7 @@ evaluations reads that CSV back with :func:`read_metrics`.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .. import io
@@ -19,6 +20,10 @@ def load_runs(paths) -> "pd.DataFrame":
     frames = []
     for path in paths:
         d, cfg, summary, recs = io.read_run(path)
+        if not recs and summary.get("status") == "failed":
+            print(f"hiso: note: {d}: failed before its first evaluation ({summary.get('error')}); "
+                  f"left out", file=sys.stderr)
+            continue
         if not recs:
             raise UserError(f"{d / 'metrics.jsonl'}: no evaluations")
         df = pd.DataFrame(recs)
@@ -32,6 +37,8 @@ def load_runs(paths) -> "pd.DataFrame":
         df["metric_mode"] = summary.get("metric_mode", "min")
         df["bytes_total"] = df["bytes_up"] + df["bytes_down"]
         frames.append(df)
+    if not frames:
+        raise UserError("no run with an evaluation among the inputs")
     return pd.concat(frames, ignore_index=True)
 
 

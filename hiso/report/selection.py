@@ -81,7 +81,9 @@ def select_lr(runs: list[tuple[dict, dict, list[dict]]], last: int = 3) -> dict:
     key = keys.pop()
     by_lr: dict[float, dict[int, tuple[float, str]]] = {}
     for c, s, m in runs:
-        by_lr.setdefault(float(c["method"]["lr"]), {})[int(c["seed"])] = (run_score(m, last, key), s["status"])
+        # a run that failed before its first dev evaluation scores 0, as a non-finite one does
+        score = 0.0 if s["status"] == "failed" and not any(key in r for r in m) else run_score(m, last, key)
+        by_lr.setdefault(float(c["method"]["lr"]), {})[int(c["seed"])] = (score, s["status"])
     seed_sets = {tuple(sorted(v)) for v in by_lr.values()}
     if len(seed_sets) != 1:
         raise UserError(f"select: learning rates were run on different seeds {sorted(seed_sets)}")

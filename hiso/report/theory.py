@@ -88,7 +88,7 @@ def run_totals(cfg: dict, results: Path) -> str:
         n = rounds = 0
         wall = 0.0
         for e in idx["runs"]:
-            s = json.loads((d / e["dir"] / "summary.json").read_text())
+            s = io.load_json(d / e["dir"] / "summary.json")
             n += 1
             rounds += int(s["rounds"])
             wall += float(s["wall_seconds"])

@@ -40,6 +40,15 @@ class Task:
     def num_params(self) -> int:
         return sum(p.numel() for p in self.init_params())
 
+    #: bytes per parameter the task itself holds (its data per coordinate), for the memory check
+    config_bytes_per_param: int = 0
+
+    @staticmethod
+    def config_params(cfg) -> int | None:
+        """The parameter count a config implies, known before building anything (None: not
+        known without loading a model); ``hiso.budget`` refuses configs that cannot fit."""
+        return None
+
     # -- data --------------------------------------------------------------------------------
     def client_weight(self, client: int) -> float:
         """Relative data size of a client (for size-weighted aggregation)."""

@@ -44,6 +44,7 @@ from ..errors import UserError
 from ..partition import dirichlet_partition, iid_partition, label_counts, label_skew
 from ..vision import Arch, plain_cpu_kernels
 from ..zo import Params, Perturbation
+from ..schema import SEED_MAX
 from .base import Task
 
 MNIST_HUB = "ylecun/mnist"
@@ -58,7 +59,7 @@ class DigitsConfig:
     #: label Dirichlet concentration of the client partition; null for an IID split
     alpha: float | None = field(default=1.0, metadata={"gt": 0})
     min_client_size: int = field(default=1, metadata={"ge": 1})
-    data_seed: int = field(default=0, metadata={"ge": 0})
+    data_seed: int = field(default=0, metadata={"ge": 0, "le": SEED_MAX})
     eval_size: int | None = field(default=400, metadata={"ge": 1})   # null: all available
     dev_size: int = field(default=200, metadata={"ge": 1})
     train_size: int | None = field(default=None, metadata={"ge": 1}) # null: the rest
@@ -212,6 +213,14 @@ class DigitsTask(Task):
     metric = "accuracy"
     metric_mode = "max"
     Config = DigitsConfig
+
+    config_size_key = "task.channels/task.hidden"
+
+    @staticmethod
+    def config_params(cfg: DigitsConfig) -> int:
+        # a lower bound: the smallest images any source has (scikit-learn's 8x8)
+        size = 28 if cfg.source == "mnist" else 8
+        return Arch(cfg.model, size, 10, tuple(cfg.channels), cfg.hidden).num_params()
 
     def __init__(self, cfg: DigitsConfig, num_clients: int, seed: int, runtime=None):
         super().__init__(cfg, num_clients, seed, runtime)

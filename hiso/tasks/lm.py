@@ -34,6 +34,7 @@ from .. import io
 from ..errors import UserError
 from ..partition import dirichlet_partition, iid_partition, label_counts, label_skew
 from ..zo import Params, Perturbation
+from ..schema import SEED_MAX
 from .base import Task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,7 +54,7 @@ class LMConfig:
     n_train: int = field(default=1000, metadata={"ge": 1})
     n_dev: int = field(default=500, metadata={"ge": 0})
     n_eval: int = field(default=1000, metadata={"ge": 1})
-    data_seed: int = field(default=0, metadata={"ge": 0})
+    data_seed: int = field(default=0, metadata={"ge": 0, "le": SEED_MAX})
     partition: Literal["iid", "dirichlet"] = "iid"
     alpha: float = field(default=1.0, metadata={"gt": 0})       # Dirichlet concentration
     min_client_size: int = field(default=1, metadata={"ge": 1})

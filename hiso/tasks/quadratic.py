@@ -26,6 +26,7 @@ from .. import theory
 from ..directions import derive
 from ..errors import UserError
 from ..zo import Params, Perturbation
+from ..schema import SEED_MAX
 from .base import Task
 
 
@@ -61,7 +62,7 @@ class QuadraticConfig:
     dim: int = field(default=1000, metadata={"ge": 1})
     spectrum: SpectrumConfig = field(default_factory=SpectrumConfig)
     rotate: bool = False
-    structure_seed: int = field(default=0, metadata={"ge": 0})
+    structure_seed: int = field(default=0, metadata={"ge": 0, "le": SEED_MAX})
     heterogeneity: float = field(default=0.0, metadata={"ge": 0})
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     init_scale: float = field(default=1.0, metadata={"gt": 0})
@@ -122,6 +123,14 @@ class QuadraticTask(Task):
     metric = "f_gap"
     metric_mode = "min"
     Config = QuadraticConfig
+    #: eigenvalues (float64 and float32 copies), x*, x* in float64, x0: bytes per coordinate
+    config_bytes_per_param = 8 + 4 + 4 + 8 + 4
+
+    config_size_key = "task.dim"
+
+    @staticmethod
+    def config_params(cfg: QuadraticConfig) -> int:
+        return cfg.dim
 
     def __init__(self, cfg: QuadraticConfig, num_clients: int, seed: int, runtime=None):
         super().__init__(cfg, num_clients, seed, runtime)

@@ -17,6 +17,7 @@ on the eval split.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -33,6 +34,57 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@contextlib.contextmanager
+def hub_offline():
+    """``datasets`` and ``huggingface_hub`` in offline mode for the block. Both read their
+    offline flags when imported, so setting HF_HUB_OFFLINE now would come too late: the module
+    flags are set, and restored after. Without this a load that needs no network (local files,
+    a cached data set) still asks the hub first and, with no network, retries for a minute."""
+    import datasets.config as dcfg
+    import huggingface_hub.constants as hcfg
+
+    saved = [(mod, name, getattr(mod, name)) for mod, name in
+             ((dcfg, "HF_HUB_OFFLINE"), (dcfg, "HF_DATASETS_OFFLINE"), (hcfg, "HF_HUB_OFFLINE"))
+             if hasattr(mod, name)]
+    for mod, name, _ in saved:
+        setattr(mod, name, True)
+    try:
+        yield
+    finally:
+        for mod, name, value in saved:
+            setattr(mod, name, value)
+
+
+def offline_requested() -> bool:
+    return any(os.environ.get(v, "") not in ("", "0") for v in
+               ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the hub's host be reached at all (a TCP connect, within ``timeout`` seconds)?"""
+    import socket
+    from urllib.parse import urlparse
+
+    import threading
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    ok: list[bool] = []
+
+    def probe():
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                     timeout=timeout).close()
+            ok.append(True)
+        except (OSError, ValueError):
+            pass
+
+    # the name lookup has no timeout of its own: wait for the probe at most ``timeout``
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(ok)
+
+
 def _rows_from_files(spec: TextTaskSpec, split: str, data_dir, cache_dir):
     import datasets
 
@@ -43,9 +95,10 @@ def _rows_from_files(spec: TextTaskSpec, split: str, data_dir, cache_dir):
             f"with columns {', '.join(spec.columns)})"
         )
     try:
-        ds = datasets.load_dataset(
-            "json", data_files={split: str(path)}, split=split, cache_dir=cache_dir
-        )
+        with hub_offline():  # local files: no network needed
+            ds = datasets.load_dataset(
+                "json", data_files={split: str(path)}, split=split, cache_dir=cache_dir
+            )
     except Exception as exc:  # malformed JSON, unreadable file ...
         raise UserError(f"task {spec.name}: cannot read {path}: {_one_line(exc)}") from None
     missing = [c for c in spec.columns if c not in ds.column_names]
@@ -57,20 +110,25 @@ def _rows_from_files(spec: TextTaskSpec, split: str, data_dir, cache_dir):
 def _rows_from_hub(spec: TextTaskSpec, split: str, cache_dir):
     import datasets
 
+    # no network and no offline variable set: read the cache in offline mode at once rather
+    # than let the hub client retry for a minute
+    offline = offline_requested() or not hub_reachable()
     try:
-        return datasets.load_dataset(
-            spec.hub_name,
-            spec.hub_config,
-            split=split,
-            cache_dir=cache_dir,
-            revision=spec.hub_revision,
-        )
+        with hub_offline() if offline else contextlib.nullcontext():
+            return datasets.load_dataset(
+                spec.hub_name,
+                spec.hub_config,
+                split=split,
+                cache_dir=cache_dir,
+                revision=spec.hub_revision,
+            )
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
-            "HF_DATASETS_OFFLINE", ""
-        ) not in ("", "0")
         config = f", {spec.hub_config!r}" if spec.hub_config else ""
-        mode = " in offline mode" if offline else ""
+        mode = ""
+        if offline:
+            mode = (" in offline mode" if offline_requested() else
+                    " (the hub is unreachable, so offline: set HF_HUB_OFFLINE=1 and "
+                    "HF_DATASETS_OFFLINE=1 to skip the check)")
         raise UserError(
             f"task {spec.name}: cannot load dataset {spec.hub_id} split {split}{mode} "
             f"({_one_line(type(exc).__name__ + ': ' + str(exc), 120)}). Provide it: run "

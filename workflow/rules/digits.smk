@@ -37,7 +37,7 @@ rule digits_grid:
         seeds=dg_seeds(DG["selection_seeds"]),
     shell:
         "{HISO} digits run {DG[config]} --name {wildcards.dg_variant} --lr {wildcards.dg_lr} "
-        "--seeds {params.seeds} --out {params.out} {params.sets}"
+        "--seeds {params.seeds} --out {params.out} {params.sets} --failed-ok"
 
 
 rule digits_select:
@@ -62,7 +62,7 @@ rule digits_report_runs:
         lr_variant=lambda w: DG_LR_FROM[w.dg_variant],
     shell:
         "{HISO} digits run {DG[config]} --name {wildcards.dg_variant} --lr-from {input} "
-        "--lr-variant {params.lr_variant} --seeds {params.seeds} --out {params.out} {params.sets}"
+        "--lr-variant {params.lr_variant} --seeds {params.seeds} --out {params.out} {params.sets} --failed-ok"
 
 
 rule digits_aggregate:

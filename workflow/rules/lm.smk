@@ -73,7 +73,7 @@ rule lm_smoke_grid:
                       f"task.model={LM_SMOKE_DIR}"]),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} --no-progress"
+        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
 
 rule lm_smoke_select:
@@ -100,7 +100,7 @@ rule lm_smoke_run:
         lr_from=lambda w: " ".join(f"--lr-from {shlex.quote(p)}" for p in lm_smoke_selected(w.lm_variant)),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} {params.lr_from} --no-progress"
+        "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} {params.lr_from} --no-progress --failed-ok"
 
 
 rule lm_smoke_aggregate:
@@ -198,7 +198,7 @@ rule lm_paper_grid:
     resources:
         gpu=1,
     shell:
-        "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} --no-progress"
+        "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
 
 rule lm_paper_select:
@@ -226,7 +226,7 @@ rule lm_paper_run:
         gpu=1,
     shell:
         "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} "
-        "--lr-from {input.selected} --no-progress"
+        "--lr-from {input.selected} --no-progress --failed-ok"
 
 
 rule lm_paper_aggregate:

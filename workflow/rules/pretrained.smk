@@ -63,7 +63,7 @@ rule pretrained_grid:
                                f"name=pretrained-{w.pt_variant}"),
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
-        "{HISO} run {PT[config]} --out {params.out} {params.sets} --no-progress"
+        "{HISO} run {PT[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
 
 rule pretrained_select:
@@ -91,7 +91,7 @@ rule pretrained_run:
         out=lambda w, output: os.path.dirname(output[0]),
     shell:
         "{HISO} run {PT[config]} --out {params.out} {params.sets} --lr-from {input.selected} "
-        "--no-progress"
+        "--no-progress --failed-ok"
 
 
 rule pretrained_aggregate:

@@ -11,6 +11,8 @@ configfile: "configs/pipeline.yaml"
 
 report: "workflow/report/workflow.rst"  # snakemake reproduce-all --report report.html
 
+import json
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/quadratic.smk"
 include: "workflow/rules/theory.smk"
@@ -27,8 +29,12 @@ rule reproduce_all:
         ALL_OUTPUTS,
     output:
         "reproduce-all",
+    params:
+        # {artefact: benchmark file of the rule that wrote it}: each one's wall and CPU seconds
+        benchmarks=lambda w: json.dumps({f: BENCHMARKS[f] for f in map(str, ALL_OUTPUTS) if f in BENCHMARKS}),
     threads: 1
     resources:
         mem_mb=2000, runtime=15,
     shell:
-        "{HISO} manifest {input} --tier {TIER} --out {output}"
+        "{HISO} manifest {input} --tier {TIER} --benchmarks {params.benchmarks:q} "
+        "--benchmark-dir results --out {output}"

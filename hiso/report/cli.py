@@ -58,6 +58,11 @@ def add_commands(sub) -> None:
     m.add_argument("files", nargs="+")
     m.add_argument("--out", required=True)
     m.add_argument("--tier", default=None, help="the pipeline tier, recorded in the header")
+    m.add_argument("--benchmarks", default=None, metavar="JSON",
+                   help="{artefact: benchmark TSV of the rule that wrote it} (inline or a file): "
+                        "each artefact's wall and CPU seconds")
+    m.add_argument("--benchmark-dir", action="append", default=[], metavar="DIR",
+                   help="total wall and CPU seconds of every benchmark TSV under DIR (repeatable)")
     m.set_defaults(handler=_lazy("manifest", "cmd_manifest"))
 
     s = sub.add_parser("select", help="choose a variant's lr on the dev split from its grid runs")

@@ -5,6 +5,17 @@ import sys
 HISO = f"{shlex.quote(sys.executable)} -m hiso"
 TIER = config.get("tier", "cpu")
 ALL_OUTPUTS = []  # each rule file appends the figures and tables it regenerates
+BENCHMARKS = {}  # artefact -> the benchmark file of the rule that wrote it (the manifest's seconds)
+
+
+def publish(rule, **wildcards):
+    """A report rule's outputs, for ALL_OUTPUTS, each recorded with the rule's benchmark file."""
+    outs = [str(o).format(**wildcards) for o in rule.output]
+    bench = str(rule.benchmark).format(**wildcards) if rule.benchmark else None
+    for o in outs:
+        if bench:
+            BENCHMARKS[o] = bench
+    return outs
 
 
 def sets(overrides):

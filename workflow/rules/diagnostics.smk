@@ -18,4 +18,4 @@ rule lm_smoke_h_figure:
         "{HISO} figure-diagnostics {input} --out {output.png}"
 
 
-ALL_OUTPUTS += rules.lm_smoke_h_figure.output
+ALL_OUTPUTS += publish(rules.lm_smoke_h_figure)

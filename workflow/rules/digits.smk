@@ -151,4 +151,4 @@ rule digits_all:
         rules.digits_report.output,
 
 
-ALL_OUTPUTS += rules.digits_report.output
+ALL_OUTPUTS += publish(rules.digits_report)

@@ -168,7 +168,7 @@ rule lm_smoke_report:
         "--title {params.sel_title:q} --tier {TIER}"
 
 
-ALL_OUTPUTS += rules.lm_smoke_report.output
+ALL_OUTPUTS += publish(rules.lm_smoke_report)
 
 
 # -- paper grid -------------------------------------------------------------------------------
@@ -368,4 +368,5 @@ rule lm_paper_all:
 
 
 if TIER == "paper":
-    ALL_OUTPUTS += rules.lm_paper_all.input
+    ALL_OUTPUTS += [f for m, t in LM_PAPER_PAIRS
+                    for f in publish(rules.lm_paper_report, lm_model=m, lm_task=t)]

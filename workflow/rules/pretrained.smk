@@ -130,6 +130,8 @@ rule pretrained_report:
         sel_md="paper_tables/pretrained_lr_selection.md",
         sel_csv=in_report("paper_tables/pretrained_lr_selection.csv", "LM", "pretrained_table", "table", "pretrained tier"),
         sel_tex="paper_tables/pretrained_lr_selection.tex",
+    benchmark:
+        PT_BENCH + "/report_tables.tsv"
     params:
         title=(
             "Pretrained tier: SmolLM2-135M-Instruct (GGUF Q4_1 dequantised to fp32) on the "
@@ -161,4 +163,4 @@ rule pretrained_all:
 
 
 if TIER == "pretrained":
-    ALL_OUTPUTS += rules.pretrained_all.input
+    ALL_OUTPUTS += publish(rules.pretrained_report)

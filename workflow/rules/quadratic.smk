@@ -53,4 +53,4 @@ rule quadratic_demo_report:
         "{HISO} table convergence {input} --out {output.md} --csv {output.csv} --tier {TIER}"
 
 
-ALL_OUTPUTS += rules.quadratic_demo_report.output
+ALL_OUTPUTS += publish(rules.quadratic_demo_report)

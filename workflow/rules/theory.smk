@@ -84,4 +84,4 @@ rule theory_all:
         rules.theory_report.output,
 
 
-ALL_OUTPUTS += rules.theory_report.output
+ALL_OUTPUTS += publish(rules.theory_report)

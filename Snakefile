@@ -1,11 +1,17 @@
 # The one pipeline: config -> runs -> per-run metrics -> aggregate -> figures and tables.
 # Rules call the `hiso` command line; the science lives in the package.
 #
+#   snakemake reproduce-all --report report.html          # every figure and table, captioned
+#
 #   snakemake reproduce-all --cores 2                    # the CPU tier
 #   snakemake reproduce-all --cores 2 --config tier=paper  (the GPU grid, where defined)
 #   snakemake reproduce-all --cores 2 --config tier=pretrained  (+ SmolLM2-135M on CPU, no hub)
 
 configfile: "configs/pipeline.yaml"
+
+report: "workflow/report/workflow.rst"  # snakemake reproduce-all --report report.html
+
+import json
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/quadratic.smk"
@@ -23,5 +29,12 @@ rule reproduce_all:
         ALL_OUTPUTS,
     output:
         "reproduce-all",
+    params:
+        # {artefact: benchmark file of the rule that wrote it}: each one's wall and CPU seconds
+        benchmarks=lambda w: json.dumps({f: BENCHMARKS[f] for f in map(str, ALL_OUTPUTS) if f in BENCHMARKS}),
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
-        "{HISO} manifest {input} --tier {TIER} --out {output}"
+        "{HISO} manifest {input} --tier {TIER} --benchmarks {params.benchmarks:q} "
+        "--benchmark-dir results --out {output}"

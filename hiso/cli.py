@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     report.add_commands(sub)  # aggregate, figure, table, select, manifest, figure-diagnostics
     from . import digits_cli; digits_cli.add_commands(sub)  # noqa: E702 (hiso digits ...)
+    from . import plan; plan.add_commands(sub)  # noqa: E702 (hiso plan: the paper tier's cost)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
     from . import export; export.add_commands(sub)  # noqa: E702 (hiso export, hiso pack)

@@ -28,6 +28,7 @@ from .directions import DirectionSampler
 from .errors import UserError
 from .ledger import Ledger
 from .optimizers.base import ScalarOptimizer
+from .progress import ProgressLog
 from .protocol import VectorFederation, ZOFederation
 from .rundir import RunLock, is_bookkeeping, remove_stale_tmp
 from .zo import params_sha256
@@ -235,6 +236,7 @@ class Run:
         self.initial = kept[0][task.metric] if kept else None
         t0 = time.perf_counter()
         bar = _progress(self.progress, R, start, f"{run.name}")
+        plog = ProgressLog(self.out, R, start)  # with or without a bar: pipelines run without
         metrics_fh = (self.out / METRICS).open("a")
         history_fh = (self.out / HISTORY).open("a")
         ledger_fh = (self.out / LEDGER).open("a")
@@ -246,6 +248,7 @@ class Run:
                     last = self._last = self._evaluate(task, fed, n, wall0 + time.perf_counter() - t0)
                     metrics_fh.write(io.dumps_line(last))
                     metrics_fh.flush()
+                    plog.evaluated(task.metric, last[task.metric], n)
                     if self._diverged(task, last):
                         status = "diverged"
                         break
@@ -269,11 +272,13 @@ class Run:
                     history_fh.flush()  # the history line commits the round
                 if bar is not None:
                     bar.update(1)
+                plog.tick(n + 1)
         finally:
             for fh in (metrics_fh, history_fh, ledger_fh):
                 fh.close()
             if bar is not None:
                 bar.close()
+        plog.tick(last["round"] if last else start, force=True)
         if isinstance(fed, VectorFederation):
             # a first-order run has no history to rebuild its model from: keep its final
             # parameters (before the checkpoint goes) so that `hiso export` can write them

@@ -35,6 +35,7 @@ def add_commands(sub) -> None:
     p.add_argument("--md", required=True, help="Markdown table")
     p.add_argument("--csv", required=True, help="CSV table")
     p.add_argument("--figures", required=True, help="directory for figures/theory_*.png")
+    p.add_argument("--tier", default=None, help="the pipeline tier, named in the table's footer")
     p.set_defaults(handler=cmd_report)
 
     b = tsub.add_parser("block-report", help="the block-quadratic experiment's table and figure")
@@ -83,7 +84,7 @@ def cmd_report(args) -> int:
     from ..report import theory
 
     theory.build(load_config(args.config), Path(args.results), Path(args.md), Path(args.csv),
-                 Path(args.figures))
+                 Path(args.figures), args.tier)
     return 0
 
 

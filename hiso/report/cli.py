@@ -28,11 +28,11 @@ def add_commands(sub) -> None:
     f.add_argument("--out", required=True)
     f.set_defaults(handler=_lazy("convergence", "cmd_figure"))
 
-    t = sub.add_parser("table", help="write a table (Markdown + CSV): convergence from aggregated "
+    t = sub.add_parser("table", help="write a table (Markdown + CSV + LaTeX): convergence from aggregated "
                                      "metrics, or selection from `hiso select` JSONs")
     t.add_argument("kind", choices=["convergence", "selection"])
     t.add_argument("inputs", nargs="+", help="metrics.csv (convergence) or selection JSONs (selection)")
-    t.add_argument("--out", required=True, help="Markdown file")
+    t.add_argument("--out", required=True, help="Markdown file (the LaTeX table: same name, .tex)")
     t.add_argument("--csv", required=True, help="CSV file")
     t.add_argument("--target", type=float, default=1e-2,
                    help="relative reduction of the metric counted as reached (default 1e-2)")
@@ -49,12 +49,20 @@ def add_commands(sub) -> None:
                         "--paper-task from this CSV (reference/paper_values.csv) beside ours")
     t.add_argument("--paper-model", default=None, help="model key in the CSV, e.g. opt-125m")
     t.add_argument("--paper-task", default=None, help="task key in the CSV, e.g. sst2")
+    t.add_argument("--tier", default=None,
+                   help="the pipeline tier: named with the commit in the tables' footer, and in "
+                        "cells this tier did not run (default: no footer)")
     t.set_defaults(handler=_lazy("convergence", "cmd_table"))
 
     m = sub.add_parser("manifest", help="list artefacts with their sha256")
     m.add_argument("files", nargs="+")
     m.add_argument("--out", required=True)
     m.add_argument("--tier", default=None, help="the pipeline tier, recorded in the header")
+    m.add_argument("--benchmarks", default=None, metavar="JSON",
+                   help="{artefact: benchmark TSV of the rule that wrote it} (inline or a file): "
+                        "each artefact's wall and CPU seconds")
+    m.add_argument("--benchmark-dir", action="append", default=[], metavar="DIR",
+                   help="total wall and CPU seconds of every benchmark TSV under DIR (repeatable)")
     m.set_defaults(handler=_lazy("manifest", "cmd_manifest"))
 
     s = sub.add_parser("select", help="choose a variant's lr on the dev split from its grid runs")
@@ -75,7 +83,7 @@ def add_commands(sub) -> None:
 
 def add_digits_commands(dsub) -> None:
     """``hiso digits table|figure`` (``hiso digits run``: :mod:`hiso.digits_cli`)."""
-    t = dsub.add_parser("table", help="write a digits table (Markdown + CSV)")
+    t = dsub.add_parser("table", help="write a digits table (Markdown + CSV + LaTeX)")
     t.add_argument("kind", choices=["speedup"])
     t.add_argument("inputs", nargs="+", help="metrics.csv")
     t.add_argument("--out", required=True)
@@ -85,6 +93,9 @@ def add_digits_commands(dsub) -> None:
                    help="common target accuracy (default: --target-fraction x the lowest best "
                         "mean accuracy among the scalar-only variants)")
     t.add_argument("--target-fraction", type=float, default=0.95)
+    t.add_argument("--tier", default=None,
+                   help="the pipeline tier: named with the commit in the tables' footer, and in "
+                        "cells this tier did not run (default: no footer)")
     t.set_defaults(handler=_lazy("digits", "cmd_table"))
 
     f = dsub.add_parser("figure", help="draw a digits figure")

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import io
 from ..errors import UserError
 from . import style
 from .runs import mode as _mode
 from .runs import read_metrics as _read_metrics
-from .tables import markdown_frame as markdown_table
+from .tables import TexDoc, finish, frame_rows, markdown
 
 
 def convergence_table(df, target: float, reach: float | None = None, reference: str | None = None):
@@ -119,7 +118,7 @@ def cmd_table(args) -> int:
         from .selection import write_table
 
         return write_table(args.inputs, args.out, args.csv,
-                           args.title or "Learning-rate selection on the dev split")
+                           args.title or "Learning-rate selection on the dev split", args.tier)
     if len(args.inputs) != 1:
         raise UserError(f"table convergence: expects one metrics CSV, got {len(args.inputs)} files")
     df = _read_metrics(args.inputs[0])
@@ -140,17 +139,31 @@ def cmd_table(args) -> int:
         text = (f"Median over runs; reduction = initial / final {metric}; rounds to reach "
                 f"{args.target:g} x the initial {metric} (NaN: not reached). Bytes are counted from "
                 f"the encoded messages (ledger), uplink and downlink totals per run.")
-    md = [f"# {args.title}" if args.title else f"# Convergence: {', '.join(sorted(df['task'].unique()))}",
-          "",
-          text,
-          "", markdown_table(table), ""]
+    title = args.title or f"Convergence: {', '.join(sorted(df['task'].unique()))}"
+    header, rows = status_marked(table, metric)
+    md = [f"# {title}", "", text, "", markdown(header, rows), ""]
+    tex = TexDoc(title)
+    tex.table(f"{title}. {text}", header, rows)
     if args.paper:
         from .published import beside_paper
 
-        md += beside_paper(args, table, metric, _mode(df))
-    io.atomic_write_text(args.csv, table.to_csv(index=False))  # both only once nothing can fail
-    io.atomic_write_text(args.out, "\n".join(md))
+        md += beside_paper(args, table, metric, _mode(df), tex)
+    finish(md, tex, args.tier, args.out, args.csv, table.to_csv(index=False))
     return 0
+
+
+def status_marked(table, metric: str) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted rows; a method with a run that did not finish ``ok`` (diverged,
+    failed) has that said in its final-metric cell, not only in the statuses column."""
+    header, rows = frame_rows(table)
+    final = [i for i, c in enumerate(header) if c.startswith(f"final_{metric}")]
+    st = header.index("statuses")
+    for row in rows:
+        bad = [s for s in str(row[st]).split(",") if s != "ok"]
+        for i in final:
+            if bad:
+                row[i] = f"{row[i]} ({', '.join(bad)})"
+    return header, rows
 
 
 def cmd_figure(args) -> int:
@@ -160,16 +173,21 @@ def cmd_figure(args) -> int:
     df = _read_metrics(args.metrics)
     metric = df["metric"].iloc[0]
     higher_better = _mode(df) == "max"
+    methods = sorted(df["method"].unique())
+    # one colour, dash pattern and name per method in every figure (hiso/report/style.py)
+    looks = {"palette": style.palette(methods), "style": "method",
+             "dashes": {m: style.dashes(m) for m in methods}}
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, x, label in ((axes[0], "round", "rounds"), (axes[1], "bytes_total", "bytes exchanged (up + down)")):
+    for ax, x, label in ((axes[0], "round", "rounds"), (axes[1], "bytes_total", style.BYTES)):
         if higher_better and x == "bytes_total":
             # seeds differ in bytes (catch-up downlinks depend on who was sampled): a median
             # across seeds at equal x would zigzag, so draw every run
-            sns.lineplot(df, x=x, y=metric, hue="method", units="run", estimator=None, lw=0.8, ax=ax)
+            sns.lineplot(df, x=x, y=metric, hue="method", units="run", estimator=None, lw=0.8, ax=ax,
+                         **looks)
             ax.set_ylabel(f"{metric} (one line per run)")
         else:
             sns.lineplot(df, x=x, y=metric, hue="method", estimator=np.median, errorbar=("pi", 100),
-                         ax=ax)
+                         ax=ax, **looks)
             ax.set_ylabel(f"{metric} (median, band: min-max over seeds)")
         if not higher_better:  # gaps and losses span decades; accuracies do not
             ax.set_yscale("log")

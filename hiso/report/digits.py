@@ -25,7 +25,7 @@ import yaml
 from .. import io
 from ..errors import UserError
 from . import style
-from .tables import markdown
+from .tables import TexDoc, finish, markdown
 
 METRIC = "accuracy"      # reported metric (eval split)
 
@@ -189,12 +189,19 @@ def cmd_table(args) -> int:
         method, lr, nu, conv = params.get(row["name"], (None, None, None, None))
         row.update(method=method, lr=lr, nu=nu)
     cols = ["name", "method", "nu", "lr"] + [k for k in summary[0] if k not in ("name", "method", "nu", "lr")]
-    io.atomic_write_text(args.csv, pd.DataFrame(summary)[cols].to_csv(index=False))
+    csv_text = pd.DataFrame(summary)[cols].to_csv(index=False)
+    title = "Digits: rounds to accuracy, HiSo vs DeComFL (the paper's Fig. 5 setting, on CPU)"
+    tex = TexDoc(title)
+
+    def tab(caption: str, header: list[str], rows: list[list]) -> str:
+        tex.table(caption, header, [[_fmt(c) for c in r] for r in rows])
+        return _md_table(header, rows)
+
     others = [r for r in summary if r["name"] != args.baseline]
     target_how = ("given" if args.target is not None else
                   f"{args.target_fraction:g} x the lowest best seed-mean accuracy of the scalar-only variants")
     md = [
-        "# Digits: rounds to accuracy, HiSo vs DeComFL (the paper's Fig. 5 setting, on CPU)",
+        f"# {title}",
         "",
         f"Eval-split accuracy; {len(per_seed) // max(len(summary), 1)} seeds per variant, each "
         f"variant at its learning rate selected on the dev split. Runs are paired by seed (same "
@@ -208,7 +215,8 @@ def cmd_table(args) -> int:
         f"baseline is measured at its peak (a noisy maximum over evaluations), so this metric "
         f"favours neither side only when both curves are smooth.",
         "",
-        _md_table(["variant", "lr", "target (mean)", f"rounds {args.baseline}", "rounds", "reached",
+        tab(f"Digits, Table-2 metric: rounds to {args.baseline}'s best eval accuracy on the same seed",
+            ["variant", "lr", "target (mean)", f"rounds {args.baseline}", "rounds", "reached",
                    "speed-up median [min, max]", f"bytes {args.baseline}", "bytes"],
                   [[r["name"], r["lr"], r["t2_target_mean"], r["t2_rounds_baseline_median"],
                     r["t2_rounds_median"], r["t2_reached"],
@@ -221,7 +229,8 @@ def cmd_table(args) -> int:
         f"over the seeds where both did; a seed where only the variant did gives a censored "
         f"lower bound (the baseline's last round / the variant's rounds).",
         "",
-        _md_table(["variant", "lr", f"rounds {args.baseline}", "rounds", "reached",
+        tab(f"Digits, symmetric metric: rounds to the common target accuracy {target:.4f}",
+            ["variant", "lr", f"rounds {args.baseline}", "rounds", "reached",
                    "speed-up median [min, max]", f"{args.baseline} n/r: speed-up", f"bytes {args.baseline}",
                    "bytes"],
                   [[r["name"], r["lr"], r["ct_rounds_baseline_median"], r["ct_rounds_median"], r["ct_reached"],
@@ -232,21 +241,23 @@ def cmd_table(args) -> int:
         "**Accuracy at equal rounds** (final evaluation, mean +- sd over seeds; best = mean of "
         "each seed's best evaluation):",
         "",
-        _md_table(["variant", "method", "nu", "lr", "final accuracy", "best accuracy"],
+        tab("Digits: accuracy at equal rounds (final evaluation, mean +- sd over seeds)",
+            ["variant", "method", "nu", "lr", "final accuracy", "best accuracy"],
                   [[r["name"], r["method"], r["nu"], r["lr"],
                     f"{r['final_accuracy_mean']:.4f} +- {r['final_accuracy_sd']:.4f}",
                     r["best_accuracy_mean"]] for r in summary]),
         "",
         "Per seed:",
         "",
-        _md_table(["variant", "seed", "final acc", "T2 target", f"T2 rounds {args.baseline}", "T2 rounds",
+        tab("Digits: per seed",
+            ["variant", "seed", "final acc", "T2 target", f"T2 rounds {args.baseline}", "T2 rounds",
                    "T2 speed-up", f"CT rounds {args.baseline}", "CT rounds", "CT speed-up"],
                   [[r["name"], r["seed"], r["final_accuracy"], r["t2_target"], r["t2_rounds_baseline"],
                     r["t2_rounds"], r["t2_speedup"], r["ct_rounds_baseline"], r["ct_rounds"],
                     r["ct_speedup"]] for r in per_seed if r["name"] != args.baseline]),
         "",
     ]
-    io.atomic_write_text(args.out, "\n".join(md))
+    finish(md, tex, args.tier, args.out, args.csv, csv_text)
     return 0
 
 
@@ -277,6 +288,7 @@ def _lrs(df) -> dict:
 
 def _plot_bands(ax, df, names, x: str, positive: bool = False):
     lrs = _lrs(df[df["name"].isin(names)])
+    colours = style.palette(names)
     for n in names:
         xs, mean, lo, hi = _band(df, n, x)
         if positive:  # a log axis: drop round 0 (no bytes yet)
@@ -284,7 +296,8 @@ def _plot_bands(ax, df, names, x: str, positive: bool = False):
             xs, mean, lo, hi = xs[keep], mean[keep], lo[keep], hi[keep]
         seeds = df[df["name"] == n]["seed"].nunique()
         lr = f"lr {lrs[n]:g}, " if n in lrs else ""
-        (line,) = ax.plot(xs, mean, label=f"{n} ({lr}{seeds} seeds)")
+        (line,) = ax.plot(xs, mean, label=f"{n} ({lr}{seeds} seeds)", color=colours[n],
+                          dashes=style.dashes(n))
         ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
@@ -322,9 +335,10 @@ def cmd_figure(args) -> int:
             fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
             _plot_bands(axes[0], df, names, "round")
             axes[0].set_ylabel("eval accuracy")
+            colours = style.palette(names)
             for n in names:
                 g = df[df["name"] == n].groupby("round")["loss"].mean()
-                axes[1].plot(g.index, g.to_numpy(), label=n)
+                axes[1].plot(g.index, g.to_numpy(), label=n, color=colours[n], dashes=style.dashes(n))
             axes[1].set_yscale("log")
             axes[1].set_ylabel("eval loss (mean over seeds)")
             for ax in axes:

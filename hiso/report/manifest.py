@@ -1,14 +1,37 @@
 """``hiso manifest FILE ... --out reproduce-all``: every regenerated artefact with its sha256,
-under a header saying where it came from (:mod:`hiso.provenance`)."""
+under a header saying where it came from (:mod:`hiso.provenance`), then the wall and CPU seconds
+of the rule that wrote each one (Snakemake ``benchmark:`` files, ``--benchmarks``) and the
+seconds of every job of the pipeline (``--benchmark-dir``: all its benchmark files, runs
+included)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import json
 from pathlib import Path
 
 from .. import io
 from ..errors import UserError
 from ..provenance import provenance
+
+
+def read_benchmark(path) -> tuple[float, float] | None:
+    """(wall seconds, CPU seconds) of a Snakemake benchmark TSV (last repeat); None if absent."""
+    p = Path(path)
+    if not p.is_file():
+        return None
+    rows = list(csv.DictReader(p.read_text().splitlines(), delimiter="\t"))
+    if not rows or "s" not in rows[-1]:
+        raise UserError(f"{p}: not a Snakemake benchmark file (no column 's')")
+
+    def num(v):
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return num(rows[-1]["s"]), num(rows[-1].get("cpu_time"))
 
 
 def cmd_manifest(args) -> int:
@@ -20,5 +43,25 @@ def cmd_manifest(args) -> int:
         if not p.is_file():
             raise UserError(f"{f}: artefact missing")
         lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.stat().st_size:>9}  {f}")
+    bench = {}
+    if args.benchmarks:
+        try:
+            bench = json.loads(Path(args.benchmarks).read_text() if Path(args.benchmarks).is_file()
+                               else args.benchmarks)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--benchmarks: not JSON ({exc.msg})") from None
+    if bench:
+        lines.append("# the rule that wrote each artefact: wall s, CPU s, path (benchmark file):")
+        for f in args.files:
+            got = read_benchmark(bench[f]) if f in bench else None
+            wall, cpu = got if got else (float("nan"), float("nan"))
+            lines.append(f"# {wall:>10.2f} {cpu:>10.2f}  {f}  ({bench.get(f, 'no benchmark')})")
+    if args.benchmark_dir:
+        files = sorted(p for d in args.benchmark_dir for p in Path(d).rglob("*.tsv"))
+        got = [b for b in map(read_benchmark, files) if b]
+        wall = sum(b[0] for b in got if b[0] == b[0])
+        cpu = sum(b[1] for b in got if b[1] == b[1])
+        lines.append(f"# every job with a benchmark file under {', '.join(args.benchmark_dir)}: "
+                     f"{len(got)} jobs, wall {wall:.0f} s, CPU {cpu:.0f} s")
     io.atomic_write_text(args.out, "\n".join(lines) + "\n")
     return 0

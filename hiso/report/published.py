@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .tables import markdown_frame as markdown_table
+from .tables import frame_rows, markdown, not_run
 
 COLUMNS = ("source", "model", "task", "method", "metric", "value", "comm", "confidence")
 
@@ -81,8 +81,10 @@ def beside(table, paper_rows, metric: str, reference: str | None):
                                        "ours_bytes_up", "paper_comm", "source", "confidence"])
 
 
-def beside_paper(args, table, metric: str, mode: str) -> list[str]:
-    """The Markdown section printing the published values of --paper-model / --paper-task."""
+def beside_paper(args, table, metric: str, mode: str, tex=None) -> list[str]:
+    """The Markdown section printing the published values of --paper-model / --paper-task
+    (and its LaTeX table into ``tex``). With ``args.tier``, a method this tier did not run says
+    so in its cells instead of NaN."""
     if mode != "max":
         raise UserError("--paper: published values exist for accuracy / F1 tables only")
     if not (args.paper_model and args.paper_task):
@@ -93,11 +95,24 @@ def beside_paper(args, table, metric: str, mode: str) -> list[str]:
         return head + [f"No published values for {args.paper_model} on {args.paper_task} in "
                        f"{args.paper}.", ""]
     side = beside(table, rows, metric, args.reference)
-    return head + [
+    header, body = frame_rows(side)
+    tier = getattr(args, "tier", None)
+    if tier:
+        ran = set(table["method"])
+        for row in body:
+            if row[0] not in ran:
+                for c in ("ours", "ours_best", "ours_minus_paper", "ours_bytes_up"):
+                    row[header.index(c)] = not_run(tier)
+    text = (
         f"From {args.paper}. Accuracy / F1 rows: our final eval-split value (median over seeds; "
         f"ours_best: the median of each run's best evaluation) against the printed one, in "
         f"percentage points. Rounds rows (the paper's Table 2): rounds to reach "
         f"{args.reference or 'the reference'}'s best, ours against the printed count. Our "
         f"bytes are uplink totals counted from the encoded messages; the paper's communication "
         f"is quoted as printed. `secondhand` values were quoted by reviewers and may be off. "
-        f"A difference is reported, not tuned away.", "", markdown_table(side), ""]
+        f"A difference is reported, not tuned away.")
+    # published values are marked as such: the `paper` column, its source and confidence
+    if tex is not None:
+        tex.table(f"Beside the published values ({args.paper_model}, {args.paper_task}). {text}",
+                  header, body)
+    return head + [text, "", markdown(header, body), ""]

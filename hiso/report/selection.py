@@ -123,11 +123,12 @@ def cmd_select(args) -> int:
     return 0
 
 
-def write_table(inputs: list[str], out: str, csv: str, title: str) -> int:
-    """Markdown + CSV of selection JSONs: every grid point, its dev score, what was selected."""
+def write_table(inputs: list[str], out: str, csv: str, title: str, tier: str | None = None) -> int:
+    """Markdown + CSV + LaTeX of selection JSONs: every grid point, its dev score, what was
+    selected."""
     import pandas as pd
 
-    from .tables import markdown_frame as markdown_table
+    from .tables import TexDoc, finish, markdown
 
     sels = [read_json(p) for p in inputs]
     rows, body = [], []
@@ -140,12 +141,13 @@ def write_table(inputs: list[str], out: str, csv: str, title: str) -> int:
             body.append([s["name"], f"{g['lr']:g}", f"{g['score']:.4f}" + (" *" if chosen else ""),
                          " ".join(f"{v:.3f}" for v in g["per_seed"].values()), ",".join(g["statuses"])])
     edge = [s["name"] for s in sels if s["at_grid_edge"]]
-    md = [f"# {title}", "",
-          f"Criterion: {sels[0]['criterion']}. Selection seeds {sels[0]['seeds']} are disjoint "
-          f"from the report seeds. `*` marks the selected lr; a selection at the edge of its grid "
-          f"is flagged.", "",
-          markdown_table(pd.DataFrame(body, columns=["variant", "lr", "dev score", "per seed", "status"])), "",
-          f"Selected at a grid edge: {', '.join(edge) if edge else 'none'}.", ""]
-    io.atomic_write_text(csv, pd.DataFrame(rows).to_csv(index=False))
-    io.atomic_write_text(out, "\n".join(md))
+    header = ["variant", "lr", "dev score", "per seed", "status"]
+    text = (f"Criterion: {sels[0]['criterion']}. Selection seeds {sels[0]['seeds']} are disjoint "
+            f"from the report seeds. `*` marks the selected lr; a selection at the edge of its grid "
+            f"is flagged.")
+    at_edge = f"Selected at a grid edge: {', '.join(edge) if edge else 'none'}."
+    md = [f"# {title}", "", text, "", markdown(header, body), "", at_edge, ""]
+    tex = TexDoc(title)
+    tex.table(f"{title}. {text} {at_edge}", header, body)
+    finish(md, tex, tier, out, csv, pd.DataFrame(rows).to_csv(index=False))
     return 0

@@ -29,6 +29,9 @@ METHODS = {
     "fedadam": ("FedAdam (first order)", OKABE_ITO["green"], (3, 1, 1, 1, 1, 1), "X"),
 }
 _SPARE = [OKABE_ITO[k] for k in ("sky", "green", "orange", "purple", "yellow", "black")]
+# the colour cycle ("C0", "C1", ... in matplotlib): Okabe-Ito, dark and light alternating
+CYCLE = [OKABE_ITO[k] for k in ("blue", "orange", "green", "vermillion", "sky", "purple", "black",
+                                "yellow")]
 
 # axis labels with their units, the same in every figure
 ROUNDS = "rounds"
@@ -83,17 +86,26 @@ def pyplot():
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="paper")
+    sns.set_theme(style="whitegrid", context="paper", palette=CYCLE)
     # fonts embedded as TrueType in the PDFs (editable, accepted by publishers)
     matplotlib.rcParams["pdf.fonttype"] = 42
     return plt
 
 
 def save(fig, out, dpi: int = 150) -> None:
-    """Write ``fig`` to ``out`` (its format from the suffix) atomically, then close it."""
-    buf = _io.BytesIO()
-    fig.savefig(buf, format=Path(out).suffix.lstrip(".") or "png", dpi=dpi)
-    io.atomic_write_bytes(out, buf.getvalue())
+    """Write ``fig`` to ``out`` (its format from the suffix) and, for a PNG, its PDF twin
+    (``out`` with ``.pdf``), both atomically; then close it."""
+    out = Path(out)
+    targets = [out] + ([out.with_suffix(".pdf")] if out.suffix == ".png" else [])
+    blobs = []
+    for t in targets:  # rendered in full before anything is written
+        buf = _io.BytesIO()
+        # no creation date in the PDF: the same figure gives the same bytes
+        meta = {"CreationDate": None} if t.suffix == ".pdf" else None
+        fig.savefig(buf, format=t.suffix.lstrip(".") or "png", dpi=dpi, metadata=meta)
+        blobs.append(buf.getvalue())
+    for t, blob in zip(targets, blobs):
+        io.atomic_write_bytes(t, blob)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -18,7 +18,7 @@ from ..experiments import blocks, dsweep, illcond, local, noise, spectrum, zswee
 from ..experiments.runs import read_index
 from ..experiments.stats import Check, fmt, median
 from . import theory_figures as figures
-from .tables import markdown
+from .tables import TexDoc, finish, markdown
 
 FIGURES = ("theory_dsweep.png", "theory_zeta.png", "theory_convergence.png",
            "theory_learned_zeta.png", "theory_noise.png", "theory_spectrum.png", "theory_local.png")
@@ -51,12 +51,17 @@ def checks_csv(checks: list[Check]) -> str:
     return buf.getvalue()
 
 
-def checks_markdown(checks: list[Check]) -> str:
-    rows = [[i, c.claim, fmt(c.measured), f"[{fmt(c.ci_lo)}, {fmt(c.ci_hi)}]", c.threshold,
+CHECKS_HEADER = ["#", "Claim", "Measured", "95% CI", "Threshold", "Verdict", "Evidence / explanation"]
+
+
+def checks_rows(checks: list[Check]) -> list[list]:
+    return [[i, c.claim, fmt(c.measured), f"[{fmt(c.ci_lo)}, {fmt(c.ci_hi)}]", c.threshold,
              f"**{c.verdict}**" if c.verdict != "INFO" else c.verdict, c.explanation]
             for i, c in enumerate(checks, 1)]
-    return markdown(["#", "Claim", "Measured", "95% CI", "Threshold", "Verdict",
-                     "Evidence / explanation"], rows)
+
+
+def checks_markdown(checks: list[Check]) -> str:
+    return markdown(CHECKS_HEADER, checks_rows(checks))
 
 
 ILLCOND_HEADER = ["case", "rotated", "method", "median rounds", "selected k (step = theory x 2^k)",
@@ -96,7 +101,8 @@ def run_totals(cfg: dict, results: Path) -> str:
     return markdown(["experiment", "runs", "rounds", "run wall time (s, sum)"], rows)
 
 
-def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> list[Check]:
+def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path,
+          tier: str | None = None) -> list[Check]:
     res = analyse_all(cfg, results)
     checks = [c for key in ("dsweep", "zsweep", "illcond", "noise", "local", "spectrum")
               for c in res[key]["checks"]]
@@ -117,7 +123,6 @@ def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> l
                      illus[0] if illus else None)
     figures.local(res["local"], figdir / "theory_local.png")
     # tables
-    io.atomic_write_text(csv_path, checks_csv(checks))
     n_pass = sum(c.verdict == "PASS" for c in checks)
     n_fail = sum(c.verdict == "FAIL" for c in checks)
     text = [
@@ -152,7 +157,13 @@ def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> l
         "Figures: " + ", ".join(f"`figures/{f}`" for f in FIGURES) + ".",
         "",
     ]
-    io.atomic_write_text(md, "\n".join(text))
+    title = "Theory checks: HiSo's claims as experiments with verdicts"
+    tex = TexDoc(title)
+    tex.table(f"{title} ({n_pass} PASS, {n_fail} FAIL, {len(checks) - n_pass - n_fail} INFO)",
+              CHECKS_HEADER, checks_rows(checks))
+    tex.table("Ill-conditioned quadratics (d = 200): every case and method", ILLCOND_HEADER,
+              illcond_rows(res["illcond"]))
+    finish(text, tex, tier, md, csv_path, checks_csv(checks))
     return checks
 
 

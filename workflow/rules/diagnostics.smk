@@ -7,9 +7,15 @@ rule lm_smoke_h_figure:
     input:
         "results/lm_smoke/metrics.csv",
     output:
-        "figures/lm_smoke_h.png",
+        png=in_report("figures/lm_smoke_h.png", "LM", "lm_smoke_figure", "figure", "smoke tier"),
+        pdf="figures/lm_smoke_h.pdf",
+    benchmark:
+        "results/benchmarks/lm_smoke_h_figure.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
-        "{HISO} figure-diagnostics {input} --out {output}"
+        "{HISO} figure-diagnostics {input} --out {output.png}"
 
 
-ALL_OUTPUTS += rules.lm_smoke_h_figure.output
+ALL_OUTPUTS += publish(rules.lm_smoke_h_figure)

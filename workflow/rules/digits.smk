@@ -35,6 +35,11 @@ rule digits_grid:
         sets=lambda w: sets(DG_ALL[w.dg_variant]["set"]),
         out=lambda w: shlex.quote(f"{DG_RES}/grid/{w.dg_variant}/lr{w.dg_lr}/seed{{seed}}"),
         seeds=dg_seeds(DG["selection_seeds"]),
+    benchmark:
+        "results/benchmarks/digits_grid/{dg_variant}_lr{dg_lr}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=60,
     shell:
         "{HISO} digits run {DG[config]} --name {wildcards.dg_variant} --lr {wildcards.dg_lr} "
         "--seeds {params.seeds} --out {params.out} {params.sets} --failed-ok"
@@ -46,6 +51,11 @@ rule digits_select:
                          lr=DG_GRID[w.dg_variant], seed=DG["selection_seeds"]),
     output:
         DG_RES + "/selected/{dg_variant}.json",
+    benchmark:
+        "results/benchmarks/digits_select/{dg_variant}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} select {input} --out {output}"
 
@@ -60,6 +70,11 @@ rule digits_report_runs:
         out=lambda w: shlex.quote(f"{DG_RES}/report/{w.dg_variant}/seed{{seed}}"),
         seeds=dg_seeds(DG["report_seeds"]),
         lr_variant=lambda w: DG_LR_FROM[w.dg_variant],
+    benchmark:
+        "results/benchmarks/digits_report_runs/{dg_variant}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=120,
     shell:
         "{HISO} digits run {DG[config]} --name {wildcards.dg_variant} --lr-from {input} "
         "--lr-variant {params.lr_variant} --seeds {params.seeds} --out {params.out} {params.sets} --failed-ok"
@@ -70,6 +85,11 @@ rule digits_aggregate:
         expand(DG_RES + "/report/{v}/seed{seed}/summary.json", v=list(DG_VARIANTS), seed=DG["report_seeds"]),
     output:
         DG_RES + "/metrics.csv",
+    benchmark:
+        "results/benchmarks/digits_aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} aggregate {input} --out {output}"
 
@@ -80,22 +100,30 @@ rule digits_report:
         selected=expand(DG_RES + "/selected/{v}.json", v=[v for v in DG_VARIANTS if v in DG_GRID]),
         hiso=expand(DG_RES + "/report/{v}/seed{seed}/summary.json", v=DG_HISO, seed=DG["report_seeds"]),
     output:
-        curves=f"figures/{DG_PREFIX}_accuracy.png",
-        ablation=f"figures/{DG_PREFIX}_nu_ablation.png",
-        hessian=f"figures/{DG_PREFIX}_hessian.png",
+        curves=in_report(f"figures/{DG_PREFIX}_accuracy.png", "Real data", "digits_figure", "figure"),
+        ablation=in_report(f"figures/{DG_PREFIX}_nu_ablation.png", "Real data", "digits_figure", "figure"),
+        hessian=in_report(f"figures/{DG_PREFIX}_hessian.png", "Real data", "digits_figure", "figure"),
+        pdfs=[f"figures/{DG_PREFIX}_{f}.pdf" for f in ("accuracy", "nu_ablation", "hessian")],
         md=f"paper_tables/{DG_PREFIX}_speedup.md",
-        csv=f"paper_tables/{DG_PREFIX}_speedup.csv",
+        csv=in_report(f"paper_tables/{DG_PREFIX}_speedup.csv", "Real data", "digits_table", "table"),
+        tex=f"paper_tables/{DG_PREFIX}_speedup.tex",
         sel_md=f"paper_tables/{DG_PREFIX}_lr_selection.md",
-        sel_csv=f"paper_tables/{DG_PREFIX}_lr_selection.csv",
+        sel_csv=in_report(f"paper_tables/{DG_PREFIX}_lr_selection.csv", "Real data", "digits_table", "table"),
+        sel_tex=f"paper_tables/{DG_PREFIX}_lr_selection.tex",
     params:
         curves=" ".join(DG["figure_curves"]),
         ablation=" ".join(DG["figure_ablation"]),
+    benchmark:
+        "results/benchmarks/digits_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} digits figure curves {input.metrics} --names {params.curves} --out {output.curves} && "
         "{HISO} digits figure ablation {input.metrics} --names {params.ablation} --out {output.ablation} && "
         "{HISO} digits figure hessian {input.hiso} --out {output.hessian} && "
-        "{HISO} digits table speedup {input.metrics} --baseline {DG[baseline]} --out {output.md} --csv {output.csv} && "
-        "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} --title 'Digits: learning-rate selection on the dev split'"
+        "{HISO} digits table speedup {input.metrics} --baseline {DG[baseline]} --out {output.md} --csv {output.csv} --tier {TIER} && "
+        "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} --title 'Digits: learning-rate selection on the dev split' --tier {TIER}"
 
 
 rule digits_checks:
@@ -106,9 +134,15 @@ rule digits_checks:
     output:
         md=f"paper_tables/{DG_PREFIX}_checks.md",
         csv=f"paper_tables/{DG_PREFIX}_checks.csv",
+        tex=f"paper_tables/{DG_PREFIX}_checks.tex",
+    benchmark:
+        "results/benchmarks/digits_checks.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} table selection {input} --out {output.md} --csv {output.csv} "
-        "--title 'Digits: side checks on the dev split (why is HiSo faster?)'"
+        "--title 'Digits: side checks on the dev split (why is HiSo faster?)' --tier {TIER}"
 
 
 rule digits_all:
@@ -117,4 +151,4 @@ rule digits_all:
         rules.digits_report.output,
 
 
-ALL_OUTPUTS += rules.digits_report.output
+ALL_OUTPUTS += publish(rules.digits_report)

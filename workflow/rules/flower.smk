@@ -12,6 +12,9 @@ rule flower_bytes_run:
         sets=lambda w: sets(FLOWER_METHODS[w.method]
                             + [f"federation.flower.superlink=127.0.0.1:{FLOWER_PORTS[w.method]}"]),
         out=lambda w, output: os.path.dirname(output[0]),
+    threads: 2
+    resources:
+        mem_mb=4000, runtime=60,
     shell:
         "{HISO} flower local configs/flower_digits.yaml --out {params.out} {params.sets}"
 
@@ -22,5 +25,8 @@ rule flower_bytes:
     output:
         md="paper_tables/flower_bytes.md",
         csv="paper_tables/flower_bytes.csv",
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} flower table {input} --out {output.md} --csv {output.csv}"

@@ -16,6 +16,8 @@
 import json
 import re
 
+import yaml
+
 LM = config["lm"]
 LM_SMOKE = LM["smoke"]
 LM_PAPER = LM["paper"]
@@ -56,6 +58,11 @@ rule lm_smoke_model:
     params:
         out=LM_SMOKE_DIR,
         args=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in LM_SMOKE["tiny"].items()),
+    benchmark:
+        "results/benchmarks/lm_smoke_model.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{LM_TINY} --out {params.out} --task synthetic {params.args}"
 
@@ -66,12 +73,16 @@ rule lm_smoke_grid:
         f"{LM_SMOKE_DIR}/config.json",
     output:
         "results/lm_smoke/grid/{lm_variant}/lr{lm_lr}/seed{lm_seed}/summary.json",
-    threads: 1
     params:
         sets=lambda w: lm_method_sets(LM_SMOKE["runs"][w.lm_variant])
         + " " + sets([f"method.lr={w.lm_lr}", f"seed={w.lm_seed}", f"name=lm-smoke-{w.lm_variant}",
                       f"task.model={LM_SMOKE_DIR}"]),
         out=lambda w, output: os.path.dirname(output[0]),
+    benchmark:
+        "results/benchmarks/lm_smoke_grid/{lm_variant}_lr{lm_lr}_seed{lm_seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=30,
     shell:
         "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
@@ -82,6 +93,11 @@ rule lm_smoke_select:
                          lr=LM_SMOKE_GRID[w.lm_variant], s=LM_SMOKE["selection_seeds"]),
     output:
         "results/lm_smoke/selected/{lm_variant}.json",
+    benchmark:
+        "results/benchmarks/lm_smoke_select/{lm_variant}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} select {input} --out {output} --last {LM_SMOKE[select_last]}"
 
@@ -92,13 +108,17 @@ rule lm_smoke_run:
         selected=lambda w: lm_smoke_selected(w.lm_variant),
     output:
         "results/lm_smoke/{lm_variant}/seed{lm_seed}/summary.json",
-    threads: 1
     params:
         sets=lambda w: lm_method_sets(LM_SMOKE["runs"][w.lm_variant])
         + " " + sets([f"seed={w.lm_seed}", f"name=lm-smoke-{w.lm_variant}-seed{w.lm_seed}",
                       f"task.model={LM_SMOKE_DIR}"]),
         lr_from=lambda w: " ".join(f"--lr-from {shlex.quote(p)}" for p in lm_smoke_selected(w.lm_variant)),
         out=lambda w, output: os.path.dirname(output[0]),
+    benchmark:
+        "results/benchmarks/lm_smoke_run/{lm_variant}_seed{lm_seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=30,
     shell:
         "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} {params.lr_from} --no-progress --failed-ok"
 
@@ -108,6 +128,11 @@ rule lm_smoke_aggregate:
         LM_SMOKE_RUNS,
     output:
         "results/lm_smoke/metrics.csv",
+    benchmark:
+        "results/benchmarks/lm_smoke_aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} aggregate {input} --out {output}"
 
@@ -117,25 +142,33 @@ rule lm_smoke_report:
         metrics="results/lm_smoke/metrics.csv",
         selected=[f"results/lm_smoke/selected/{v}.json" for v in LM_SMOKE_GRID],
     output:
-        fig="figures/lm_smoke_convergence.png",
+        fig=in_report("figures/lm_smoke_convergence.png", "LM", "lm_smoke_figure", "figure", "smoke tier"),
+        fig_pdf="figures/lm_smoke_convergence.pdf",
         md="paper_tables/lm_smoke.md",
-        csv="paper_tables/lm_smoke.csv",
+        csv=in_report("paper_tables/lm_smoke.csv", "LM", "lm_smoke_table", "table", "smoke tier"),
+        tex="paper_tables/lm_smoke.tex",
         sel_md="paper_tables/lm_smoke_lr_selection.md",
-        sel_csv="paper_tables/lm_smoke_lr_selection.csv",
+        sel_csv=in_report("paper_tables/lm_smoke_lr_selection.csv", "LM", "lm_smoke_table", "table", "smoke tier"),
+        sel_tex="paper_tables/lm_smoke_lr_selection.tex",
     params:
         title="LM smoke tier: tiny random OPT on the synthetic task (CPU); "
         + ", ".join(LM_SMOKE_GRID) + " at lrs selected on the dev split (lm_smoke_lr_selection.md), "
         + ", ".join(v for v in LM_SMOKE["runs"] if v not in LM_SMOKE_GRID) + " at fixed lrs",
         sel_title="LM smoke tier: learning-rate selection on the dev split",
+    benchmark:
+        "results/benchmarks/lm_smoke_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} figure convergence {input.metrics} --out {output.fig} && "
         "{HISO} table convergence {input.metrics} --out {output.md} --csv {output.csv} "
-        "--title {params.title:q} --reach {LM_SMOKE[reach]} --reference {LM_SMOKE[reference]} && "
+        "--title {params.title:q} --reach {LM_SMOKE[reach]} --reference {LM_SMOKE[reference]} --tier {TIER} && "
         "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} "
-        "--title {params.sel_title:q}"
+        "--title {params.sel_title:q} --tier {TIER}"
 
 
-ALL_OUTPUTS += rules.lm_smoke_report.output
+ALL_OUTPUTS += publish(rules.lm_smoke_report)
 
 
 # -- paper grid -------------------------------------------------------------------------------
@@ -143,6 +176,41 @@ ALL_OUTPUTS += rules.lm_smoke_report.output
 # select` on the dev split, the report seeds at the selected lr; per (model, task): a figure, a
 # table with the published values beside ours, and the selection table.
 LM_PAPER_RES = LM_PAPER["results"]
+LM_PAPER_COST = LM_PAPER["cost"]
+with open(LM_PAPER["config"]) as _fh:
+    LM_PAPER_BASE = yaml.safe_load(_fh)
+# Per-job resources for a cluster (profiles/slurm): the GPU memory from the model's parameter
+# count and the forward dtype, the time limit from `hiso plan`'s estimate (twice it, plus half an
+# hour). Pure functions of the configs, no torch.
+from hiso import plan as _plan
+
+LM_GPU_THREADS = 4  # CPU threads per GPU job (data loading, tokenising); torch honours them
+
+
+def lm_paper_cfg(w):
+    spec = LM_PAPER["methods"][w.lm_variant]
+    return _plan.resolve(LM_PAPER_BASE, [f"method={json.dumps(spec['method'])}", *spec.get("set", []),
+                                         *LM_PAPER["tasks"][w.lm_task]])
+
+
+def lm_gpu_mem_mb(w):
+    cfg = lm_paper_cfg(w)
+    return _plan.gpu_memory_mb(float(LM_PAPER_COST["params"][w.lm_model]),
+                               cfg.get("runtime", {}).get("forward_dtype", "float32"),
+                               cfg["method"]["name"])
+
+
+def lm_runtime_min(w):
+    seconds = _plan.gpu_seconds(lm_paper_cfg(w), float(LM_PAPER_COST["forward_seconds"][w.lm_model]))
+    return int(2 * seconds / 60) + 30
+
+
+LM_GPU_RESOURCES = {
+    "gpu": 1,
+    "gpu_mem_mb": lm_gpu_mem_mb,
+    "mem_mb": lambda w: max(16000, 2 * lm_gpu_mem_mb(w)),  # host copy of the weights, loading
+    "runtime": lm_runtime_min,
+}
 
 
 def lm_paper_triples():
@@ -195,10 +263,14 @@ rule lm_paper_grid:
         sets=lambda w: lm_paper_sets(w, f"method.lr={w.lm_lr}", f"seed={w.lm_seed}",
                                      f"name=lm-{w.lm_model}-{w.lm_task}-{w.lm_variant}"),
         out=lambda w, output: os.path.dirname(output[0]),
+    benchmark:
+        LM_PAPER_RES + "/benchmarks/grid/{lm_model}_{lm_task}_{lm_variant}_lr{lm_lr}_seed{lm_seed}.tsv"
+    threads: LM_GPU_THREADS
     resources:
-        gpu=1,
+        **LM_GPU_RESOURCES,
     shell:
-        "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
+        "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} "
+        "--set runtime.threads={threads} --no-progress --failed-ok"
 
 
 rule lm_paper_select:
@@ -208,6 +280,11 @@ rule lm_paper_select:
                          lr=lm_paper_lrs(w.lm_model, w.lm_variant), s=LM_PAPER["selection_seeds"]),
     output:
         LM_PAPER_RES + "/{lm_model}/{lm_task}/selected/{lm_variant}.json",
+    benchmark:
+        LM_PAPER_RES + "/benchmarks/select/{lm_model}_{lm_task}_{lm_variant}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} select {input} --out {output} --last {LM_PAPER[select_last]}"
 
@@ -222,11 +299,14 @@ rule lm_paper_run:
         sets=lambda w: lm_paper_sets(w, f"seed={w.lm_seed}",
                                      f"name=lm-{w.lm_model}-{w.lm_task}-{w.lm_variant}-seed{w.lm_seed}"),
         out=lambda w, output: os.path.dirname(output[0]),
+    benchmark:
+        LM_PAPER_RES + "/benchmarks/report/{lm_model}_{lm_task}_{lm_variant}_seed{lm_seed}.tsv"
+    threads: LM_GPU_THREADS
     resources:
-        gpu=1,
+        **LM_GPU_RESOURCES,
     shell:
         "{HISO} run {LM_PAPER[config]} --out {params.out} {params.sets} "
-        "--lr-from {input.selected} --no-progress --failed-ok"
+        "--lr-from {input.selected} --set runtime.threads={threads} --no-progress --failed-ok"
 
 
 rule lm_paper_aggregate:
@@ -234,6 +314,11 @@ rule lm_paper_aggregate:
         lm_pair_runs,
     output:
         LM_PAPER_RES + "/{lm_model}/{lm_task}/metrics.csv",
+    benchmark:
+        LM_PAPER_RES + "/benchmarks/aggregate/{lm_model}_{lm_task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} aggregate {input} --out {output}"
 
@@ -244,11 +329,14 @@ rule lm_paper_report:
         selected=lm_pair_selections,
         paper=PAPER_VALUES,
     output:
-        fig="figures/lm_{lm_model}_{lm_task}.png",
+        fig=in_report("figures/lm_{lm_model}_{lm_task}.png", "LM", "lm_paper_figure", "figure", "{lm_model} {lm_task}"),
+        fig_pdf="figures/lm_{lm_model}_{lm_task}.pdf",
         md="paper_tables/lm_{lm_model}_{lm_task}.md",
-        csv="paper_tables/lm_{lm_model}_{lm_task}.csv",
+        csv=in_report("paper_tables/lm_{lm_model}_{lm_task}.csv", "LM", "lm_paper_table", "table", "{lm_model} {lm_task}"),
+        tex="paper_tables/lm_{lm_model}_{lm_task}.tex",
         sel_md="paper_tables/lm_{lm_model}_{lm_task}_lr_selection.md",
-        sel_csv="paper_tables/lm_{lm_model}_{lm_task}_lr_selection.csv",
+        sel_csv=in_report("paper_tables/lm_{lm_model}_{lm_task}_lr_selection.csv", "LM", "lm_paper_table", "table", "{lm_model} {lm_task}"),
+        sel_tex="paper_tables/lm_{lm_model}_{lm_task}_lr_selection.tex",
     params:
         title=lambda w: f"{LM_PAPER['models'][w.lm_model]} on {w.lm_task} (paper grid; every "
         "method at its lr selected on the dev split)",
@@ -257,22 +345,28 @@ rule lm_paper_report:
         reference=lambda w: (f"--reference {LM_PAPER['reference']}"
                              if (w.lm_model, w.lm_task, LM_PAPER["reference"]) in LM_PAPER_TRIPLES
                              else ""),
+    benchmark:
+        LM_PAPER_RES + "/benchmarks/report_tables/{lm_model}_{lm_task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} figure convergence {input.metrics} --out {output.fig} && "
         "{HISO} table convergence {input.metrics} --out {output.md} --csv {output.csv} "
         "--title {params.title:q} {params.reference} --paper {input.paper} "
-        "--paper-model {wildcards.lm_model} --paper-task {wildcards.lm_task} && "
+        "--paper-model {wildcards.lm_model} --paper-task {wildcards.lm_task} --tier {TIER} && "
         "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} "
-        "--title {params.sel_title:q}"
+        "--title {params.sel_title:q} --tier {TIER}"
 
 
 rule lm_paper_all:
     """Every paper-grid figure and table (also part of reproduce-all with --config tier=paper)."""
     input:
-        [f"paper_tables/lm_{m}_{t}.md" for m, t in LM_PAPER_PAIRS],
-        [f"paper_tables/lm_{m}_{t}_lr_selection.md" for m, t in LM_PAPER_PAIRS],
-        [f"figures/lm_{m}_{t}.png" for m, t in LM_PAPER_PAIRS],
+        [f"paper_tables/lm_{m}_{t}{s}.{e}" for m, t in LM_PAPER_PAIRS for s in ("", "_lr_selection")
+         for e in ("md", "csv", "tex")],
+        [f"figures/lm_{m}_{t}.{e}" for m, t in LM_PAPER_PAIRS for e in ("png", "pdf")],
 
 
 if TIER == "paper":
-    ALL_OUTPUTS += rules.lm_paper_all.input
+    ALL_OUTPUTS += [f for m, t in LM_PAPER_PAIRS
+                    for f in publish(rules.lm_paper_report, lm_model=m, lm_task=t)]

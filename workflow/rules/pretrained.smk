@@ -46,6 +46,9 @@ rule pretrained_model:
     params:
         source=shlex.quote(PT_TASK["model"])
         + (f" --gguf-file {shlex.quote(PT_TASK['gguf_file'])}" if PT_TASK.get("gguf_file") else ""),
+    threads: 1
+    resources:
+        mem_mb=4000, runtime=60,
     shell:
         "{HISO_MODELS} gguf {params.source} --stamp {output}"
 
@@ -57,11 +60,13 @@ rule pretrained_grid:
         PT_RES + "/grid/{pt_variant}/lr{pt_lr}/seed{pt_seed}/summary.json",
     benchmark:
         PT_BENCH + "/grid_{pt_variant}_lr{pt_lr}_seed{pt_seed}.tsv"
-    threads: 1
     params:
         sets=lambda w: pt_sets(w.pt_variant, f"method.lr={w.pt_lr}", f"seed={w.pt_seed}",
                                f"name=pretrained-{w.pt_variant}"),
         out=lambda w, output: os.path.dirname(output[0]),
+    threads: 1
+    resources:
+        mem_mb=4000, runtime=120,
     shell:
         "{HISO} run {PT[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
@@ -72,6 +77,9 @@ rule pretrained_select:
                          lr=PT_GRID[w.pt_variant], s=PT["selection_seeds"]),
     output:
         PT_RES + "/selected/{pt_variant}.json",
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} select {input} --out {output} --last {PT[select_last]}"
 
@@ -84,11 +92,13 @@ rule pretrained_run:
         PT_RES + "/{pt_variant}/seed{pt_seed}/summary.json",
     benchmark:
         PT_BENCH + "/report_{pt_variant}_seed{pt_seed}.tsv"
-    threads: 1
     params:
         sets=lambda w: pt_sets(w.pt_variant, f"seed={w.pt_seed}",
                                f"name=pretrained-{w.pt_variant}-seed{w.pt_seed}"),
         out=lambda w, output: os.path.dirname(output[0]),
+    threads: 1
+    resources:
+        mem_mb=4000, runtime=120,
     shell:
         "{HISO} run {PT[config]} --out {params.out} {params.sets} --lr-from {input.selected} "
         "--no-progress --failed-ok"
@@ -99,6 +109,9 @@ rule pretrained_aggregate:
         [f"{PT_RES}/{v}/seed{s}/summary.json" for v in PT_VARIANTS for s in PT["report_seeds"]],
     output:
         PT_RES + "/metrics.csv",
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} aggregate {input} --out {output}"
 
@@ -108,12 +121,17 @@ rule pretrained_report:
         metrics=PT_RES + "/metrics.csv",
         selected=[f"{PT_RES}/selected/{v}.json" for v in PT_VARIANTS],
     output:
-        fig="figures/pretrained_convergence.png",
-        h="figures/pretrained_h.png",
+        fig=in_report("figures/pretrained_convergence.png", "LM", "pretrained_figure", "figure", "pretrained tier"),
+        h=in_report("figures/pretrained_h.png", "LM", "pretrained_figure", "figure", "pretrained tier"),
+        pdfs=["figures/pretrained_convergence.pdf", "figures/pretrained_h.pdf"],
         md="paper_tables/pretrained.md",
-        csv="paper_tables/pretrained.csv",
+        csv=in_report("paper_tables/pretrained.csv", "LM", "pretrained_table", "table", "pretrained tier"),
+        tex="paper_tables/pretrained.tex",
         sel_md="paper_tables/pretrained_lr_selection.md",
-        sel_csv="paper_tables/pretrained_lr_selection.csv",
+        sel_csv=in_report("paper_tables/pretrained_lr_selection.csv", "LM", "pretrained_table", "table", "pretrained tier"),
+        sel_tex="paper_tables/pretrained_lr_selection.tex",
+    benchmark:
+        PT_BENCH + "/report_tables.tsv"
     params:
         title=(
             "Pretrained tier: SmolLM2-135M-Instruct (GGUF Q4_1 dequantised to fp32) on the "
@@ -126,13 +144,16 @@ rule pretrained_report:
             f"{len(PT['selection_seeds'])} selection seed; MeZO is centralised (one batch per round)"
         ),
         sel_title="Pretrained tier: learning-rate selection on the dev split",
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} figure convergence {input.metrics} --out {output.fig} && "
         "{HISO} figure-diagnostics {input.metrics} --out {output.h} && "
         "{HISO} table convergence {input.metrics} --out {output.md} --csv {output.csv} "
-        "--title {params.title:q} --reach {PT[reach]} --reference {PT[reference]} && "
+        "--title {params.title:q} --reach {PT[reach]} --reference {PT[reference]} --tier {TIER} && "
         "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} "
-        "--title {params.sel_title:q}"
+        "--title {params.sel_title:q} --tier {TIER}"
 
 
 rule pretrained_all:
@@ -142,4 +163,4 @@ rule pretrained_all:
 
 
 if TIER == "pretrained":
-    ALL_OUTPUTS += rules.pretrained_all.input
+    ALL_OUTPUTS += publish(rules.pretrained_report)

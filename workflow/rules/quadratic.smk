@@ -11,6 +11,11 @@ rule quadratic_demo_run:
         sets=lambda w: sets([f"method.name={w.method}", f"seed={w.seed}", f"name={w.method}-seed{w.seed}"]
                             + QD["methods"][w.method]),
         out=lambda w, output: os.path.dirname(output[0]),
+    benchmark:
+        "results/benchmarks/quadratic_demo_run/{method}_seed{seed}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000, runtime=10,
     shell:
         "{HISO} run {QD[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
@@ -20,6 +25,11 @@ rule quadratic_demo_aggregate:
         QD_RUNS,
     output:
         "results/quadratic_demo/metrics.csv",
+    benchmark:
+        "results/benchmarks/quadratic_demo_aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} aggregate {input} --out {output}"
 
@@ -28,12 +38,19 @@ rule quadratic_demo_report:
     input:
         "results/quadratic_demo/metrics.csv",
     output:
-        fig="figures/quadratic_convergence.png",
+        fig=in_report("figures/quadratic_convergence.png", "Engine", "quadratic_figure", "figure"),
+        fig_pdf="figures/quadratic_convergence.pdf",
         md="paper_tables/quadratic_demo.md",
-        csv="paper_tables/quadratic_demo.csv",
+        csv=in_report("paper_tables/quadratic_demo.csv", "Engine", "quadratic_table", "table"),
+        tex="paper_tables/quadratic_demo.tex",
+    benchmark:
+        "results/benchmarks/quadratic_demo_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
     shell:
         "{HISO} figure convergence {input} --out {output.fig} && "
-        "{HISO} table convergence {input} --out {output.md} --csv {output.csv}"
+        "{HISO} table convergence {input} --out {output.md} --csv {output.csv} --tier {TIER}"
 
 
-ALL_OUTPUTS += rules.quadratic_demo_report.output
+ALL_OUTPUTS += publish(rules.quadratic_demo_report)

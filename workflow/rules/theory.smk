@@ -40,6 +40,9 @@ rule theory_experiment:
     benchmark:
         TH_RES + "/_benchmarks/{th_simple}.tsv"
     priority: 5
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=240,
     shell:
         "{HISO} theory run {wildcards.th_simple} --config {TH_CFG} --out {output}"
 
@@ -52,6 +55,9 @@ rule theory_illcond:
     benchmark:
         TH_RES + "/_benchmarks/illcond_{th_part}.tsv"
     priority: 10
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=240,
     shell:
         "{HISO} theory run illcond --part {wildcards.th_part} --config {TH_CFG} --out {output}"
 
@@ -62,13 +68,18 @@ rule theory_report:
         runs=expand(TH_RES + "/{e}", e=TH_SIMPLE + [f"illcond_{p}" for p in TH_PARTS]),
     output:
         md="paper_tables/theory_checks.md",
-        csv="paper_tables/theory_checks.csv",
-        figures=expand("figures/{f}", f=TH_FIGURES),
+        csv=in_report("paper_tables/theory_checks.csv", "Theory", "theory_table", "table"),
+        tex="paper_tables/theory_checks.tex",
+        figures=[in_report(f"figures/{f}", "Theory", "theory_figure", "figure") for f in TH_FIGURES],
+        pdfs=expand("figures/{f}", f=[f.replace(".png", ".pdf") for f in TH_FIGURES]),
     benchmark:
         TH_RES + "/_benchmarks/report.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000, runtime=30,
     shell:
         "{HISO} theory report --config {input.cfg} --results {TH_RES} --md {output.md} "
-        "--csv {output.csv} --figures figures"
+        "--csv {output.csv} --figures figures --tier {TIER}"
 
 
 rule theory_blocks:
@@ -91,4 +102,4 @@ rule theory_all:
         rules.theory_report.output,
 
 
-ALL_OUTPUTS += rules.theory_report.output
+ALL_OUTPUTS += publish(rules.theory_report)

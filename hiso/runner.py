@@ -143,7 +143,8 @@ class Run:
                 if rec.get("round") != start:
                     break
                 fed.replay(start, int(rec["seed"]), rec["clients"], np.asarray(rec["scalars"], np.float32))
-                fed.last_loss = rec["train_loss"]
+                if rec["train_loss"] is not None:
+                    fed.last_loss = rec["train_loss"]
                 start += 1
             self._rewrite_jsonl(HISTORY, lambda rec: rec["round"] < start)
         elif (self.out / CHECKPOINT).exists():
@@ -201,7 +202,8 @@ class Run:
                 if n == R:
                     break
                 res = fed.run_round(n)
-                fed.last_loss = res.train_loss
+                if res.train_loss is not None:  # a round nobody answered keeps the last loss
+                    fed.last_loss = res.train_loss
                 ledger_fh.write(fed.ledger.drain())
                 ledger_fh.flush()
                 if res.scalars is not None:

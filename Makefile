@@ -42,6 +42,7 @@ test-latest:
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt torch
 	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt --upgrade --upgrade-strategy eager -e '.[test,gguf,flower,slurm]'
+	.venv-latest/bin/$(PIP) --no-deps -r requirements/no-deps.txt
 	.venv-latest/bin/python -m pip list --format=freeze --disable-pip-version-check > .venv-latest/versions.txt
 	grep -iE '^(torch|transformers|datasets|snakemake|numpy|tokenizers|huggingface.hub)=' .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest -n 2 -q

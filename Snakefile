@@ -24,4 +24,4 @@ rule reproduce_all:
     output:
         "reproduce-all",
     shell:
-        "{HISO} manifest {input} --out {output}"
+        "{HISO} manifest {input} --tier {TIER} --out {output}"

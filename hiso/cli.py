@@ -33,10 +33,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from . import report
 
-    report.add_commands(sub)
-    from . import selection; selection.add_commands(sub)  # noqa: E702 (hiso select)
-    from . import digits_report; digits_report.add_commands(sub)  # noqa: E702 (hiso digits ...)
-    from . import diagnostics_report; diagnostics_report.add_commands(sub)  # noqa: E702 (H figure)
+    report.add_commands(sub)  # aggregate, figure, table, select, manifest, figure-diagnostics
+    from . import digits_cli; digits_cli.add_commands(sub)  # noqa: E702 (hiso digits ...)
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
     from . import export; export.add_commands(sub)  # noqa: E702 (hiso export, hiso pack)
@@ -67,15 +65,41 @@ def _dispatch(args) -> int:
 
         overrides = list(args.overrides)
         if args.lr_from:
-            from .selection import selected_lr
+            from .report.selection import selected_lr
 
             overrides.append(f"method.lr={selected_lr(args.lr_from)!r}")
         resolved = config.load(args.config, overrides)
-        summary = execute(resolved, Path(args.out), progress=not args.no_progress)
+        try:
+            summary = execute(resolved, Path(args.out), progress=not args.no_progress)
+        except (UserError, KeyboardInterrupt):
+            raise
+        except OSError as exc:
+            # the disk filled up, a file became unwritable...: the run directory is resumable
+            where = f" ({exc.filename})" if exc.filename else ""
+            print(f"hiso: error: {args.out}: {exc.strerror or exc}{where}; fix that and rerun the "
+                  f"same command to resume", file=sys.stderr)
+            return 1
+        except Exception as exc:
+            if not _recorded_failure(Path(args.out)):
+                raise  # no run directory to point at: the traceback is all there is
+            msg = " ".join(str(exc).split())
+            print(f"hiso: failed: {args.out}: {type(exc).__name__}: {msg} (status 'failed' and "
+                  f"the traceback in {Path(args.out) / 'summary.json'}; rerun to retry)",
+                  file=sys.stderr)
+            return 1
         print(f"{args.out}: {summary['status']} after {summary['rounds']} rounds, "
               f"{summary['metric']} = {summary['final_metric']}", file=sys.stderr)
         return 0 if summary["status"] in ("ok", "diverged") else 1
     return args.handler(args)
+
+
+def _recorded_failure(out: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((out / "summary.json").read_text()).get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ It drives any optimiser through the same rounds and counts every message in the 
 
 * :class:`ZOFederation` for scalar-only methods. Clients receive the round's seed plus the
   (seed, averaged scalars) of every round they missed, catch up by replay, run tau local steps,
-  upload tau*P float32 scalars, and reset to the round-start state. Two execution modes give
+  upload tau*P float32 scalars (tau*P*S for a method that sends S scalars per perturbation, e.g.
+  ``hiso_block``'s slope and curvature), and reset to the round-start state. Two execution modes give
   identical results: ``simulation`` keeps O(1) model copies whatever the number of clients (a
   sampled client's caught-up state *is* the server's state, so it is copied, not replayed), and
   ``faithful`` gives each client its own state and last-sync round and makes it replay.
@@ -25,7 +26,7 @@ import torch
 from .directions import DirectionSampler, derive
 from .ledger import Ledger
 from .messages import ScalarUpload, VectorMessage, ZODownlink
-from .zo import Params, estimate
+from .zo import Params
 
 ROUND_SALT = 0x5EED
 
@@ -115,7 +116,7 @@ class RoundResult:
     clients: list[int]
     train_loss: float | None  # None: no sampled client answered (stragglers)
     round_seed: int
-    scalars: np.ndarray | None = None  # averaged float32 [tau, P] for scalar-only methods
+    scalars: np.ndarray | None = None  # averaged float32 [tau, P*S] for scalar-only methods
 
 
 @dataclass
@@ -148,6 +149,8 @@ class ZOFederation:
         self.clients: dict[int, ClientState] = {}
         self._work: tuple[Params, Params] | None = None
         self.tau, self.P = fed.local_steps, optimizer.cfg.perturbations
+        #: scalars per step: P seeds, each with the optimiser's scalars_per_perturbation values
+        self.width = scalar_width(optimizer)
 
     # -- the round ---------------------------------------------------------------------------
     def run_round(self, r: int) -> RoundResult:
@@ -212,7 +215,7 @@ class ZOFederation:
             _copy_into(params, self.params)
             _copy_into(state, self.state)
             return params, state, None  # the work copy is overwritten by the next client
-        msg = ZODownlink.decode(down, self.tau, self.P)
+        msg = ZODownlink.decode(down, self.tau, self.width)
         cs = self.clients.get(c)
         if cs is None:
             fresh = self.task.init_params()
@@ -233,7 +236,27 @@ class ZOFederation:
             raise ValueError(f"history round {r}: seed does not match this run's seed")
         for c in answering(self.seed, r, clients, getattr(self.fed, "dropout", 0.0)):
             self.last_sync[c] = r
-        self._server_apply(r, rseed, np.asarray(scalars, dtype=np.float32).reshape(self.tau, self.P))
+            if self.fed.mode == "faithful":
+                self._rebuild_client(c, r)
+        self._server_apply(r, rseed, np.asarray(scalars, dtype=np.float32).reshape(self.tau, self.width))
+
+    def _rebuild_client(self, c: int, r: int) -> None:
+        """A faithful client's state after taking part in round r: the round-start state it
+        caught up to. Its catch-up applies the same round updates, in the same order, from the
+        same initial state as the server, so the server's state at the start of round r *is*
+        that state, bit for bit; copying it rebuilds the client without replaying it."""
+        cs = self.clients.get(c)
+        if cs is None:
+            self.clients[c] = ClientState(_clone(self.params), _clone(self.state), r)
+            return
+        _copy_into(cs.params, self.params)
+        _copy_into(cs.state, self.state)
+        cs.synced = r
+
+
+def scalar_width(opt) -> int:
+    """Float32 scalars a client uploads per local step."""
+    return opt.cfg.perturbations * opt.scalars_per_perturbation
 
 
 def catch_up(opt, params: Params, state: Params, missed, tau: int, P: int) -> None:
@@ -244,17 +267,15 @@ def catch_up(opt, params: Params, state: Params, missed, tau: int, P: int) -> No
 
 
 def local_round(task, opt, params: Params, state: Params, c: int, r: int, seeds) -> tuple[np.ndarray, float]:
-    """Client c's tau local steps of round r from (params, state): float32 [tau, P] scalars and
-    the mean loss. Leaves params/state after tau - 1 steps; the caller resets them."""
-    cfg = opt.cfg
-    tau, P = len(seeds), len(seeds[0])
-    out = np.empty((tau, P), dtype=np.float32)
+    """Client c's tau local steps of round r from (params, state): float32 [tau, P*S] scalars
+    and the mean loss. Leaves params/state after tau - 1 steps; the caller resets them."""
+    tau = len(seeds)
+    out = np.empty((tau, scalar_width(opt)), dtype=np.float32)
     losses = []
     for k in range(tau):
         batch = task.batch(c, r, k)
-        H = opt.preconditioner(state)
-        g, f0 = estimate(lambda pert: task.loss(params, batch, pert), seeds[k], cfg.mu,
-                         opt.sampler, H, cfg.difference)
+        g, f0 = opt.estimate(lambda pert: task.loss(params, batch, pert), seeds[k],
+                             opt.preconditioner(state))
         out[k] = g
         losses.append(f0)
         if k < tau - 1:  # the last step would be undone by the reset: skip its sweep
@@ -274,13 +295,14 @@ class ZOClient:
 
     def __init__(self, task, opt, client: int, tau: int, P: int, held: ClientState | None = None):
         self.task, self.opt, self.client, self.tau, self.P = task, opt, client, tau, P
+        self.width = P * opt.scalars_per_perturbation
         if held is None:
             fresh = task.init_params()
             held = ClientState(fresh, opt.init_state(fresh), 0)
         self.held = held
 
     def respond(self, down: bytes) -> tuple[bytes, float]:
-        msg = ZODownlink.decode(down, self.tau, self.P)
+        msg = ZODownlink.decode(down, self.tau, self.width)
         cs = self.held
         skip = cs.synced - msg.first_missed
         if not 0 <= skip <= len(msg.missed) or msg.first_missed + len(msg.missed) != msg.round:

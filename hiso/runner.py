@@ -12,6 +12,7 @@ alone; a directory holding another config is refused.
 from __future__ import annotations
 
 import math
+import os
 import resource
 import sys
 import time
@@ -28,11 +29,35 @@ from .errors import UserError
 from .ledger import Ledger
 from .optimizers.base import ScalarOptimizer
 from .protocol import VectorFederation, ZOFederation
+from .rundir import RunLock, is_bookkeeping, remove_stale_tmp
 from .zo import params_sha256
 
 CONFIG, METRICS, HISTORY, LEDGER, SUMMARY, CHECKPOINT, FINAL = (
     "config.yaml", "metrics.jsonl", "history.jsonl", "ledger.csv", "summary.json", "checkpoint.pt",
     "final.safetensors")
+
+
+def make_run_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the run directory ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: run directory is not writable")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object the project wrote; a damaged one is a UserError naming it."""
+    import json
+
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        obj = None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: damaged (not a JSON object); delete it and rerun to resume "
+                        f"the run from its history")
+    return obj
 
 
 def check_run_dir(out: Path, resolved: Resolved) -> str:
@@ -43,23 +68,26 @@ def check_run_dir(out: Path, resolved: Resolved) -> str:
         raise UserError(f"{out}: exists and is not a directory")
     cfg_path = out / CONFIG
     if not cfg_path.exists():
-        if any(out.iterdir()):
+        if any(not is_bookkeeping(p.name) for p in out.iterdir()):
             raise UserError(f"{out}: not empty and holds no {CONFIG}; refusing to mix results")
         return "new"
     import yaml
 
-    old = yaml.safe_load(cfg_path.read_text())
+    try:
+        old = yaml.safe_load(cfg_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        old = None
+    if not isinstance(old, dict):
+        raise UserError(f"{cfg_path}: damaged (not the YAML mapping a run writes); the run it "
+                        f"belonged to cannot be identified: use another --out")
     new = resolved.to_dict()
     if old != new:
         diff = _first_difference(old, new)
         raise UserError(f"{out}: holds a run of another config (differs at {diff}); "
                         f"use another --out")
     summary = out / SUMMARY
-    if summary.exists():
-        import json
-
-        if json.loads(summary.read_text()).get("status") in ("ok", "diverged"):
-            return "done"
+    if summary.exists() and read_json(summary).get("status") in ("ok", "diverged"):
+        return "done"
     return "resume"
 
 
@@ -118,22 +146,45 @@ class Run:
     def _execute(self) -> dict:
         # the device a run uses is part of its identity: seeded directions differ across devices
         self.r.run.runtime.device = resolve_device(self.r.run.runtime.device)
+        if str(self.out) in ("", "."):
+            raise UserError("--out: give a run directory (refusing to write into the current directory)")
         status = check_run_dir(self.out, self.r)
         if status == "done":
-            print(f"{self.out}: finished run with this config; nothing to do", file=sys.stderr)
-            import json
-
-            return json.loads((self.out / SUMMARY).read_text())
+            return self._done()
         task, method, fed = self.build()  # validation errors surface before anything is written
-        self.out.mkdir(parents=True, exist_ok=True)
-        if status == "new":
-            io.atomic_write_text(self.out / CONFIG, dump_yaml(self.r.to_dict()))
-        task.write_artifacts(self.out)  # optional per-run files (a no-op for most tasks)
+        make_run_dir(self.out)
+        with RunLock(self.out):
+            # checked again under the lock: another process may have written it meanwhile
+            status = check_run_dir(self.out, self.r)
+            if status == "done":
+                return self._done()
+            remove_stale_tmp(self.out)
+            if status == "new":
+                io.atomic_write_text(self.out / CONFIG, dump_yaml(self.r.to_dict()))
+            task.write_artifacts(self.out)  # optional per-run files (a no-op for most tasks)
+            try:
+                return self._loop(task, method, fed, status == "resume")
+            except UserError:
+                raise
+            except Exception as exc:  # a crash is recorded, then re-raised for the exit status
+                self._record_failure(task, fed, exc)
+                raise
+
+    def _done(self) -> dict:
+        print(f"{self.out}: finished run with this config; nothing to do", file=sys.stderr)
+        return read_json(self.out / SUMMARY)
+
+    def _record_failure(self, task, fed, exc: BaseException) -> None:
+        import traceback
+
+        err = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         try:
-            return self._loop(task, method, fed, status == "resume")
-        except Exception as exc:  # a crash is recorded, then re-raised for the exit status
-            self._write_summary(task, fed, "failed", None, 0, error=f"{type(exc).__name__}: {exc}")
-            raise
+            last = getattr(self, "_last", None)
+            self._write_summary(task, fed, "failed", last, last["round"] if last else 0,
+                                error=err, traceback=tb)
+        except OSError:
+            pass  # e.g. the disk is full: the error itself still reaches the command line
 
     def _resume(self, fed) -> tuple[int, list[dict], float]:
         """Restore state from the run directory; returns (next round, kept metrics, wall)."""
@@ -184,10 +235,11 @@ class Run:
         history_fh = (self.out / HISTORY).open("a")
         ledger_fh = (self.out / LEDGER).open("a")
         status, last = "ok", kept[-1] if kept else None
+        self._last = last
         try:
             for n in range(start, R + 1):
                 if n % every == 0 or n == R:
-                    last = self._evaluate(task, fed, n, wall0 + time.perf_counter() - t0)
+                    last = self._last = self._evaluate(task, fed, n, wall0 + time.perf_counter() - t0)
                     metrics_fh.write(io.dumps_line(last))
                     metrics_fh.flush()
                     if self._diverged(task, last):
@@ -246,8 +298,16 @@ class Run:
                 min(self.best, value) if task.metric_mode == "min" else max(self.best, value))
         return {"round": n, "train_loss": fed.last_loss, **metrics,
                 "bytes_up": fed.ledger.bytes_up, "bytes_down": fed.ledger.bytes_down,
-                **(fed.opt.diagnostics(fed.state) if isinstance(fed, ZOFederation) else {}),
+                **(self._zo_counts(fed, n) if isinstance(fed, ZOFederation) else {}),
                 "wall_seconds": round(wall, 3)}
+
+    @staticmethod
+    def _zo_counts(fed, n: int) -> dict:
+        """The optimiser's diagnostics and ``forwards``: loss evaluations by all sampled clients
+        in rounds 0..n-1 (the server's replay evaluates nothing)."""
+        f = fed.fed
+        return {"forwards": n * f.sampled * f.local_steps * fed.opt.forwards_per_step(),
+                **fed.opt.diagnostics(fed.state)}
 
     def _diverged(self, task, rec: dict) -> bool:
         value = rec[task.metric]
@@ -270,7 +330,8 @@ class Run:
         torch.save({"round": n, "params": fed.params, "state": fed.state, "train_loss": fed.last_loss}, buf)
         io.atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
 
-    def _write_summary(self, task, fed, status, last, rounds, wall: float = 0.0, error: str | None = None) -> dict:
+    def _write_summary(self, task, fed, status, last, rounds, wall: float = 0.0, error: str | None = None,
+                       traceback: str | None = None) -> dict:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         summary = {
             "status": status,
@@ -297,6 +358,8 @@ class Run:
             summary["peak_cuda_memory_bytes"] = torch.cuda.max_memory_allocated()
         if error:
             summary["error"] = error
+        if traceback:
+            summary["traceback"] = traceback
         io.atomic_write_json(self.out / SUMMARY, summary)
         return summary
 

@@ -234,6 +234,25 @@ def logspaced(k: int, lo: float, hi: float) -> FloatArray:
     return out
 
 
+def block_spectrum(d: int, blocks: int, lo: float, hi: float, within_sd: float, seed: int) -> FloatArray:
+    """A diagonal with block structure (issue #15): ``blocks`` contiguous blocks of d // blocks
+    coordinates (the last takes the remainder), block b's level log-spaced from ``lo`` to ``hi``,
+    each coordinate its level times ``exp(N(0, within_sd^2))``, the factors rescaled per block to
+    mean 1 so that the block's mean curvature is exactly its level. Not sorted: the order is the
+    block structure.
+    """
+    if not 1 <= blocks <= d:
+        raise ValueError(f"blocks must be in 1..d, got {blocks} for d = {d}")
+    if within_sd < 0:
+        raise ValueError(f"within_sd must be >= 0, got {within_sd}")
+    levels = logspaced(blocks, lo, hi) if blocks > 1 else np.array([float(lo)])
+    size = d // blocks
+    ids = np.minimum(np.arange(d) // size, blocks - 1)
+    factors = np.exp(within_sd * np.random.default_rng(seed).standard_normal(d))
+    means = np.bincount(ids, weights=factors) / np.bincount(ids)
+    return levels[ids] * factors / means[ids]
+
+
 def head_tail_spectrum(d: int, head: ArrayLike, tail_total: float) -> FloatArray:
     """``head`` followed by ``d - len(head)`` equal tail eigenvalues summing to ``tail_total``.
 

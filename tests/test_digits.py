@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hiso import digits_report as dr
+from hiso.report import digits as dr
 from hiso.cli import main as cli_main
 from hiso.config import resolve
 from hiso.directions import DirectionSampler

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hiso.directions import DirectionSampler, stream_seed
-from hiso.report import convergence_table
+from hiso.report.convergence import convergence_table
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher", "rademacher_bits"])

@@ -119,7 +119,7 @@ def test_more_eval_rows_than_the_split_holds_is_refused_at_config_time(tmp_path)
 
 def test_every_published_model_task_method_has_a_paper_grid_cell():
     # the MeZO rows of the DeComFL table had no run before MeZO joined the grid
-    from hiso import paper
+    from hiso.report import published as paper
 
     cfg = paper_cfg()
     cells = {(m, t, v) for g in cfg["grids"].values() for m in g["models"] for t in g["tasks"]

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hiso import paper
+from hiso.report import published as paper
 from hiso.cli import main as cli_main
 from hiso.errors import UserError
-from hiso.report import convergence_table
+from hiso.report.convergence import convergence_table
 
 REFERENCE = Path(__file__).resolve().parents[1] / "reference" / "paper_values.csv"
 

@@ -1,4 +1,4 @@
-"""Learning-rate selection on the dev split (hiso/selection.py): scores, ties, errors, the CLI."""
+"""Learning-rate selection on the dev split (hiso/report/selection.py): scores, ties, errors, the CLI."""
 
 import json
 
@@ -9,7 +9,7 @@ from helpers import config
 
 from hiso.cli import main as cli_main
 from hiso.errors import UserError
-from hiso.selection import run_score, select_lr, selected_lr
+from hiso.report.selection import run_score, select_lr, selected_lr
 
 
 def fake_run(lr: float, seed: int, dev: list[float], acc: list[float], name="v", status="ok"):

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from hiso import theory
-from hiso.experiments import noise, report, runs, stats, tuning, zsweep
+from hiso.experiments import noise, runs, stats, tuning, zsweep
+from hiso.report import theory as report
 from hiso.experiments.stats import Check, Threshold, make_check
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,3 +281,44 @@ def test_tiny_illcond_case_selection_is_rederived_from_the_runs(tmp_path):
     bad.config["method"]["lr"] *= 2.0
     with pytest.raises(ValueError):
         illcond.selection(results, 1e-3)
+
+
+def test_tiny_block_quadratic_experiment_end_to_end(tmp_path):
+    """issue #15's block experiment through the engine at toy scale: tune, report, re-derive
+    the selection, and the verdict rows (hiso_block learns the block ranking exactly here)."""
+    from hiso.experiments import blocks
+
+    cfg = {"blocks": 4, "lo": 1.0, "hi": 100.0, "perturbations": 4, "mu": 1e-3, "eps": 1e-2,
+           "hiso_block": {"h_init": 100.0, "window": 10}, "learned": {"nu": 0.95, "eps": 1e-8},
+           "every": 5, "cap_factor": 3, "tune_seed": 100, "seeds": [0, 1],
+           "grids": {"preconditioned": {"kmin": -1, "kmax": 1, "k0": 0},
+                     "unit_start": {"kmin": 0, "kmax": 1, "k0": 0}},
+           "designs": {"main": {"within_sd": 0.1, "methods": ["block_oracle", "hiso_block", "hiso"],
+                                "dims": {"default": [40, 80]}},
+                       "control": {"within_sd": 1.0, "methods": ["hiso_oracle", "block_oracle", "hiso_block"],
+                                   "dims": {"default": [40, 80]}}}}
+    blocks.run(cfg, COMMON, tmp_path)
+    th = yaml.safe_load((ROOT / "configs/theory.yaml").read_text())["checks"]
+    res = blocks.analyse(cfg, COMMON, tmp_path, th)
+    rows = {c.id: c for c in res["checks"]}
+    assert rows["blocks.spearman"].measured == 1.0 and rows["blocks.spearman"].verdict == "PASS"
+    assert rows["blocks.vs_block_oracle"].measured < 1.5
+    assert {"blocks.flat_in_d", "blocks.whitening_rank", "blocks.vs_learned_diagonal",
+            "blocks.control_vs_block_oracle", "blocks.control_block_cost"} <= set(rows)
+    # every reported run used the step selected on the tuning seed, as the same multiple k
+    assert set(res["selection"]) == {("main", "block_oracle"), ("main", "hiso_block"), ("main", "hiso"),
+                                     ("control", "hiso_oracle"), ("control", "block_oracle"),
+                                     ("control", "hiso_block")}
+    r = [x for x in runs.load_results(tmp_path) if x.labels["method"] == "hiso_block"][0]
+    assert r.config["method"]["block_size"] == r.labels["d"] // 4
+    assert r.config["method"]["difference"] == "central"
+    from hiso.report.theory import blocks_markdown
+
+    md = blocks_markdown(res)
+    assert "| main | hiso_block | 80 |" in md
+
+
+def test_block_thresholds_are_in_the_config():
+    ch = yaml.safe_load((ROOT / "configs/theory.yaml").read_text())["checks"]["blocks"]
+    assert ch["spearman"] == {"min": 0.9} and ch["vs_block_oracle"] == {"max": 1.5}
+    assert ch["flat_in_d"] == {"min": -0.15, "max": 0.15}

@@ -12,7 +12,8 @@ Modules (one job each):
 * :mod:`.tuning`    the factor-2 step-size search with exact pruning, and its re-derivation;
 * :mod:`.dsweep`, :mod:`.zsweep`, :mod:`.illcond`, :mod:`.noise`, :mod:`.local`,
   :mod:`.spectrum`  one experiment each: ``run(cfg, out)`` and ``analyse(cfg, out)``;
-* :mod:`.figures`   the figures; :mod:`.report` the table; :mod:`.cli` the ``hiso theory`` command.
+* :mod:`.cli` the ``hiso theory`` command; the table and figures are reports
+  (:mod:`hiso.report.theory`, :mod:`hiso.report.theory_figures`).
 
 Importing this package is cheap (no torch): ``hiso.cli`` imports it to register commands.
 """

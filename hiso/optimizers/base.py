@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..directions import DirectionSampler
-from ..zo import Params, combine, descend, each_tensor, step_coefficients
+from ..zo import Params, combine, descend, each_tensor, estimate, step_coefficients
 
 
 @dataclass
@@ -69,6 +69,8 @@ class ScalarOptimizer:
     Config: type = ZOConfig
     #: whether ``_after_step`` reads ``raw`` (else the step is preconditioned in place)
     keeps_raw = False
+    #: float32 scalars uploaded per perturbation (a step's row holds P of each kind in turn)
+    scalars_per_perturbation = 1
 
     def __init__(self, cfg: ZOConfig, sampler: DirectionSampler, task=None):
         self.cfg = cfg
@@ -91,6 +93,16 @@ class ScalarOptimizer:
         if not H:
             return {}
         return h_statistics(H, self.cfg.lr)
+
+    # -- scalars -----------------------------------------------------------------------------
+    def forwards_per_step(self) -> int:
+        """Loss evaluations one client makes per local step (what ``estimate`` calls)."""
+        P = self.cfg.perturbations
+        return P + 1 if self.cfg.difference == "forward" else 2 * P
+
+    def estimate(self, loss, seeds: Sequence[int], H: Params | None) -> tuple[np.ndarray, float]:
+        """One local step's uploaded row (float32, P * scalars_per_perturbation) and its loss."""
+        return estimate(loss, seeds, self.cfg.mu, self.sampler, H, self.cfg.difference)
 
     # -- updates -----------------------------------------------------------------------------
     def local_step(self, params: Params, state: Params, seeds: Sequence[int], scalars: np.ndarray) -> None:

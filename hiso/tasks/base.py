@@ -80,6 +80,11 @@ class Task:
         """The Hessian diagonal when the task knows it (quadratics); else None."""
         return None
 
+    def segments(self) -> list[list[int]] | None:
+        """Sizes of the model's own tensors inside each parameter tensor (flat order), for a task
+        that packs several into one vector (the digits CNN); None: each parameter is one."""
+        return None
+
     @classmethod
     def for_parameters(cls, cfg, num_clients: int, seed: int, runtime=None) -> "Task":
         """An instance good for ``init_params``, ``base_info`` and ``save_model`` (export); a

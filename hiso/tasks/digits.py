@@ -27,6 +27,7 @@ Pixels are scaled to [0, 1] and standardised with the train split's mean and sta
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass, field
@@ -241,6 +242,9 @@ class DigitsTask(Task):
 
     def num_params(self) -> int:
         return self.arch.num_params()
+
+    def segments(self) -> list[list[int]]:
+        return [[math.prod(s) for s in self.arch.shapes()]]
 
     # -- data --------------------------------------------------------------------------------
     def client_weight(self, client: int) -> float:

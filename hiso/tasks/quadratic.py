@@ -34,7 +34,7 @@ class SpectrumConfig:
     """Eigenvalues of A. ``kind`` selects the generator; unused keys are ignored."""
 
     kind: Literal["lognormal", "lognormal_condition", "powerlaw", "logspaced", "dsweep",
-                  "head_tail", "explicit", "constant"] = "lognormal"
+                  "head_tail", "explicit", "constant", "blocks"] = "lognormal"
     log_mean: float = 0.0
     log_sd: float = 1.0
     condition: float = field(default=100.0, metadata={"ge": 1})
@@ -45,6 +45,9 @@ class SpectrumConfig:
     tail_total: float = field(default=1e-5, metadata={"ge": 0})
     values: list[float] | None = None
     value: float = field(default=1.0, metadata={"gt": 0})
+    #: ``blocks``: this many contiguous blocks, levels log-spaced in [lo, hi], within-block
+    #: log-normal spread ``log_sd`` (block means kept exact)
+    blocks: int = field(default=10, metadata={"ge": 1})
 
 
 @dataclass
@@ -70,6 +73,8 @@ class QuadraticConfig:
         if self.init_dims is not None and self.init_dims > self.dim:
             raise UserError(f"{path}.init_dims: {self.init_dims} > dim {self.dim}")
         s = self.spectrum
+        if s.kind == "blocks" and s.blocks > self.dim:
+            raise UserError(f"{path}.spectrum.blocks: {s.blocks} blocks > dim {self.dim}")
         if s.kind == "explicit" and (not s.values or len(s.values) != self.dim):
             raise UserError(f"{path}.spectrum.values: need exactly dim={self.dim} values")
         if s.kind == "head_tail" and s.head is None and s.head_size is None:
@@ -99,6 +104,8 @@ def make_spectrum(cfg: QuadraticConfig) -> np.ndarray:
         return np.asarray(s.values, dtype=np.float64)
     if s.kind == "constant":
         return np.full(d, s.value)
+    if s.kind == "blocks":
+        return theory.block_spectrum(d, s.blocks, s.lo, s.hi, s.log_sd, cfg.structure_seed)
     raise AssertionError(s.kind)
 
 

@@ -51,7 +51,8 @@ def zo_reply(up: bytes, loss: float) -> RecordDict:
 
 
 def read_zo_reply(msg: Message, r: int, c: int, tau: int, P: int) -> tuple[bytes, np.ndarray, float]:
-    """(upload bytes, float32 [tau, P] scalars, train loss) of client c's reply for round r."""
+    """(upload bytes, float32 [tau, P] scalars, train loss) of client c's reply for round r
+    (P: the scalars per step, perturbations x scalars per perturbation)."""
     content = _content(msg)
     up = _field(_record(content, "zo", ConfigRecord), "up", bytes)
     try:

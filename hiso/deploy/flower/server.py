@@ -216,7 +216,7 @@ class FlowerZOFederation(ZOFederation):
             if c not in replies:
                 continue
             try:
-                up, scalars, loss = records.read_zo_reply(replies[c], r, c, self.tau, self.P)
+                up, scalars, loss = records.read_zo_reply(replies[c], r, c, self.tau, self.width)
             except ValueError as exc:
                 self.link.rejected(r, c, exc)
                 continue

@@ -22,8 +22,9 @@ import math
 from pathlib import Path
 
 import numpy as np
-from . import io
-from .errors import UserError
+
+from .. import io
+from ..errors import UserError
 
 SCORE = "dev_accuracy"  # the selection metric (dev split), unless the runs' metric is another
 
@@ -32,15 +33,6 @@ def score_key(summary: dict) -> str:
     """The dev-split counterpart of the metric a run reports (``dev_f1`` for SQuAD's F1)."""
     metric = summary.get("metric", "accuracy")
     return SCORE if metric in (None, "accuracy") else f"dev_{metric}"
-
-
-def add_commands(sub) -> None:
-    s = sub.add_parser("select", help="choose a variant's lr on the dev split from its grid runs")
-    s.add_argument("runs", nargs="+", help="run directories (or their summary.json)")
-    s.add_argument("--out", required=True, help="selection JSON")
-    s.add_argument("--last", type=int, default=3,
-                   help="evaluations averaged per run (default 3; 0: all, the area under the curve)")
-    s.set_defaults(handler=cmd_select)
 
 
 def read_json(path) -> dict:
@@ -133,7 +125,7 @@ def write_table(inputs: list[str], out: str, csv: str, title: str) -> int:
     """Markdown + CSV of selection JSONs: every grid point, its dev score, what was selected."""
     import pandas as pd
 
-    from .report import markdown_table
+    from .tables import markdown_frame as markdown_table
 
     sels = [read_json(p) for p in inputs]
     rows, body = [], []

@@ -1,19 +1,16 @@
-"""The digits check (the paper's Fig. 5 on CPU): batch runs, figures and tables.
+"""The digits check (the paper's Fig. 5 on CPU): figures and tables from its run directories.
 
-Subcommands of ``hiso digits``:
+Subcommands of ``hiso digits`` (the runs themselves: :mod:`hiso.digits_cli`):
 
-``run CONFIG --out 'DIR/seed{seed}' --seeds S ... --name NAME [--lr X | --lr-from SEL.json]``
-    several seeds of one variant in one process (normal run directories; start-up is paid once).
-    ``--lr-variant V`` takes the lr that SEL.json selected for variant V (the nu ablation runs
-    at HiSo's selected lr).
 ``table speedup metrics.csv --baseline decomfl --out t.md --csv t.csv``
     rounds to reach the baseline's best accuracy (the paper's Table 2 metric) and rounds to a
     common target accuracy, per seed (paired by seed), with bytes.
-``figure curves|ablation metrics.csv --out fig.png``        accuracy against rounds and bytes.
+``figure curves|ablation metrics.csv --out fig.png``        accuracy against rounds, forward passes
+                                                            (scalar-only methods) and bytes.
 ``figure hessian RUN_DIR ... --out fig.png``               histogram of HiSo's learned H (H.npy).
 
 ``metrics.csv`` is ``hiso aggregate`` over the report runs; a run's variant is its config
-``name``. Learning rates are selected on the dev split by ``hiso select`` (:mod:`hiso.selection`).
+``name``. Learning rates are selected on the dev split by ``hiso select`` (:mod:`hiso.report.selection`).
 """
 
 from __future__ import annotations
@@ -25,71 +22,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from . import io
-from .errors import UserError
-from .selection import selected_lr
+from .. import io
+from ..errors import UserError
+from . import style
+from .tables import markdown
 
 METRIC = "accuracy"      # reported metric (eval split)
-
-
-def add_commands(sub) -> None:
-    d = sub.add_parser("digits", help="the digits check: batch runs, figures, tables")
-    dsub = d.add_subparsers(dest="digits_command", required=True)
-
-    r = dsub.add_parser("run", help="run several seeds of one variant in one process")
-    r.add_argument("config")
-    r.add_argument("--out", required=True, help="run directory pattern containing {seed}")
-    r.add_argument("--seeds", type=int, nargs="+", required=True)
-    r.add_argument("--name", required=True, help="the variant's name (config key `name`)")
-    lr = r.add_mutually_exclusive_group()
-    lr.add_argument("--lr", type=float, help="method.lr")
-    lr.add_argument("--lr-from", help="a selection JSON written by `hiso select`")
-    r.add_argument("--lr-variant", help="the variant --lr-from selected for (default: --name); "
-                                        "e.g. an ablation run at another variant's selected lr")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    r.set_defaults(handler=cmd_run)
-
-    t = dsub.add_parser("table", help="write a digits table (Markdown + CSV)")
-    t.add_argument("kind", choices=["speedup"])
-    t.add_argument("inputs", nargs="+", help="metrics.csv")
-    t.add_argument("--out", required=True)
-    t.add_argument("--csv", required=True)
-    t.add_argument("--baseline", default="decomfl")
-    t.add_argument("--target", type=float, default=None,
-                   help="common target accuracy (default: --target-fraction x the lowest best "
-                        "mean accuracy among the scalar-only variants)")
-    t.add_argument("--target-fraction", type=float, default=0.95)
-    t.set_defaults(handler=cmd_table)
-
-    f = dsub.add_parser("figure", help="draw a digits figure")
-    f.add_argument("kind", choices=["curves", "ablation", "hessian"])
-    f.add_argument("inputs", nargs="+", help="metrics.csv (curves, ablation) or HiSo run dirs (hessian)")
-    f.add_argument("--out", required=True)
-    f.add_argument("--names", nargs="*", default=None, help="variants to draw (default: all)")
-    f.set_defaults(handler=cmd_figure)
-
-
-# -- runs --------------------------------------------------------------------------------------
-def cmd_run(args) -> int:
-    from .config import load
-    from .runner import Run
-
-    if "{seed}" not in args.out:
-        raise UserError(f"--out {args.out}: must contain {{seed}}")
-    extra = [f"name={args.name}"]
-    if args.lr_from:
-        extra.append(f"method.lr={selected_lr(args.lr_from, args.lr_variant or args.name)!r}")
-    elif args.lr is not None:
-        extra.append(f"method.lr={args.lr!r}")
-    runs = [(load(args.config, args.overrides + extra + [f"seed={s}"]), Path(args.out.format(seed=s)))
-            for s in args.seeds]  # every config is validated before anything runs
-    status = 0
-    for resolved, out in runs:
-        summary = Run(resolved, out, progress=False).execute()
-        print(f"{out}: {summary['status']} after {summary['rounds']} rounds, "
-              f"{summary['metric']} = {summary['final_metric']}", flush=True)
-        status |= summary["status"] not in ("ok", "diverged")
-    return int(status)
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -231,9 +169,7 @@ def _fmt(v, nd=3) -> str:
 
 
 def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown(header, rows, _fmt)
 
 
 def cmd_table(args) -> int:
@@ -353,13 +289,7 @@ def _plot_bands(ax, df, names, x: str, positive: bool = False):
 
 
 def cmd_figure(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
+    plt = style.pyplot()
     if args.kind == "hessian":
         fig = _figure_hessian(plt, args.inputs)
     else:
@@ -368,13 +298,24 @@ def cmd_figure(args) -> int:
         df = pd.read_csv(args.inputs[0])
         names = _names(df, args.names)
         if args.kind == "curves":
-            fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-            _plot_bands(axes[0], df, names, "round")
-            axes[0].set_xlabel("rounds")
-            _plot_bands(axes[1], df, names, "bytes_total", positive=True)
-            axes[1].set_xscale("log")
-            axes[1].set_xlabel("cumulative bytes (uplink + downlink, all clients; mean over seeds)")
-            for ax in axes:
+            # forward passes only for the scalar-only methods (they log `forwards`): what a ZO
+            # method pays per round differs (P+1, 2P, 2P+1 per step), so rounds alone flatter some
+            zo = [n for n in names if "forwards" in df
+                  and df.loc[df["name"] == n, "forwards"].notna().all()]
+            panels = ["round"] + (["forwards"] if zo else []) + ["bytes_total"]
+            fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8))
+            for ax, x in zip(axes, panels):
+                if x == "round":
+                    _plot_bands(ax, df, names, "round")
+                    ax.set_xlabel("rounds")
+                elif x == "forwards":
+                    _plot_bands(ax, df, zo, "forwards", positive=True)
+                    ax.set_xscale("log")
+                    ax.set_xlabel("cumulative forward passes (all sampled clients; scalar-only methods)")
+                else:
+                    _plot_bands(ax, df, names, "bytes_total", positive=True)
+                    ax.set_xscale("log")
+                    ax.set_xlabel("cumulative bytes (uplink + downlink, all clients; mean over seeds)")
                 ax.set_ylabel("eval accuracy")
             axes[0].legend(loc="lower right", fontsize=7)
         else:  # ablation
@@ -392,7 +333,7 @@ def cmd_figure(args) -> int:
         fig.suptitle("digits, 64 clients, Dirichlet alpha = 1; lr selected on the dev split "
                      "(legend); line: mean over seeds, band: min-max", fontsize=9)
     fig.tight_layout()
-    _save_fig(fig, args.out)
+    style.save(fig, args.out)
     return 0
 
 
@@ -440,11 +381,3 @@ def _figure_hessian(plt, run_dirs):
         ax.set_ylabel("count (log scale)")
         ax.legend(fontsize=6)
     return fig
-
-
-def _save_fig(fig, out) -> None:
-    import io as _io
-
-    buf = _io.BytesIO()
-    fig.savefig(buf, format=Path(out).suffix.lstrip(".") or "png", dpi=150)
-    io.atomic_write_bytes(out, buf.getvalue())

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
+from .tables import markdown_frame as markdown_table
 
 COLUMNS = ("source", "model", "task", "method", "metric", "value", "comm", "confidence")
 
@@ -48,7 +49,7 @@ def beside(table, paper_rows, metric: str, reference: str | None):
 
     Accuracy / F1 rows compare our final eval value (median over seeds; the best evaluation is
     shown too) with the printed one, in percentage points.
-    ``table`` is :func:`hiso.report.convergence_table`'s max-mode table (our metric in [0, 1];
+    ``table`` is :func:`hiso.report.convergence.convergence_table`'s max-mode table (our metric in [0, 1];
     the paper prints percent). Rounds rows (Table 2) sit beside our rounds to ``reference``'s
     best, which is the same definition.
     """
@@ -78,3 +79,25 @@ def beside(table, paper_rows, metric: str, reference: str | None):
         rows.append(row)
     return pd.DataFrame(rows, columns=["method", "quantity", "ours", "ours_best", "paper", "ours_minus_paper",
                                        "ours_bytes_up", "paper_comm", "source", "confidence"])
+
+
+def beside_paper(args, table, metric: str, mode: str) -> list[str]:
+    """The Markdown section printing the published values of --paper-model / --paper-task."""
+    if mode != "max":
+        raise UserError("--paper: published values exist for accuracy / F1 tables only")
+    if not (args.paper_model and args.paper_task):
+        raise UserError("--paper needs --paper-model and --paper-task")
+    rows = published(load(args.paper), args.paper_model, args.paper_task)
+    head = [f"## Beside the published values ({args.paper_model}, {args.paper_task})", ""]
+    if not len(rows):
+        return head + [f"No published values for {args.paper_model} on {args.paper_task} in "
+                       f"{args.paper}.", ""]
+    side = beside(table, rows, metric, args.reference)
+    return head + [
+        f"From {args.paper}. Accuracy / F1 rows: our final eval-split value (median over seeds; "
+        f"ours_best: the median of each run's best evaluation) against the printed one, in "
+        f"percentage points. Rounds rows (the paper's Table 2): rounds to reach "
+        f"{args.reference or 'the reference'}'s best, ours against the printed count. Our "
+        f"bytes are uplink totals counted from the encoded messages; the paper's communication "
+        f"is quoted as printed. `secondhand` values were quoted by reviewers and may be off. "
+        f"A difference is reported, not tuned away.", "", markdown_table(side), ""]

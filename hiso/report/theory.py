@@ -9,13 +9,16 @@ illustration) from ``hiso.theory``.
 from __future__ import annotations
 
 import csv
+import math
 import io as _io
 from pathlib import Path
 
 from .. import io
-from . import dsweep, figures, illcond, local, noise, spectrum, zsweep
-from .runs import read_index
-from .stats import Check, fmt, median
+from ..experiments import blocks, dsweep, illcond, local, noise, spectrum, zsweep
+from ..experiments.runs import read_index
+from ..experiments.stats import Check, fmt, median
+from . import theory_figures as figures
+from .tables import markdown
 
 FIGURES = ("theory_dsweep.png", "theory_zeta.png", "theory_convergence.png",
            "theory_learned_zeta.png", "theory_noise.png", "theory_spectrum.png", "theory_local.png")
@@ -36,6 +39,7 @@ def analyse_all(cfg: dict, results: Path) -> dict:
         "noise": noise.analyse(cfg["noise"], common, results / "noise", checks),
         "local": local.analyse(cfg["local"], common, results / "local", checks),
         "spectrum": spectrum.analyse(cfg["spectrum"], common, checks),
+        "blocks": blocks.analyse(cfg["blocks"], common, results / "blocks", checks),
     }
 
 
@@ -48,32 +52,30 @@ def checks_csv(checks: list[Check]) -> str:
     return buf.getvalue()
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def checks_markdown(checks: list[Check]) -> str:
-    lines = ["| # | Claim | Measured | 95% CI | Threshold | Verdict | Evidence / explanation |",
-             "|---|---|---|---|---|---|---|"]
-    for i, c in enumerate(checks, 1):
-        ci = f"[{fmt(c.ci_lo)}, {fmt(c.ci_hi)}]"
-        verdict = f"**{c.verdict}**" if c.verdict != "INFO" else c.verdict
-        lines.append(f"| {i} | {_cell(c.claim)} | {fmt(c.measured)} | {ci} | {_cell(c.threshold)} | "
-                     f"{verdict} | {_cell(c.explanation)} |")
-    return "\n".join(lines)
+    rows = [[i, c.claim, fmt(c.measured), f"[{fmt(c.ci_lo)}, {fmt(c.ci_hi)}]", c.threshold,
+             f"**{c.verdict}**" if c.verdict != "INFO" else c.verdict, c.explanation]
+            for i, c in enumerate(checks, 1)]
+    return markdown(["#", "Claim", "Measured", "95% CI", "Threshold", "Verdict",
+                     "Evidence / explanation"], rows)
 
 
-def illcond_markdown(res: dict) -> str:
-    lines = ["| case | rotated | method | median rounds | selected k (step = theory x 2^k) | "
-             "step | at grid edge | final zeta(H) | final Spearman(H, Diag A) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+ILLCOND_HEADER = ["case", "rotated", "method", "median rounds", "selected k (step = theory x 2^k)",
+                  "step", "at grid edge", "final zeta(H)", "final Spearman(H, Diag A)"]
+
+
+def illcond_rows(res: dict) -> list[list[str]]:
+    rows = []
     for (case, m), e in sorted(res["rep"].items()):
         sel = e["selection"] or {}
         k = f"{sel.get('k')}" + (f" (from {sel['lr_from']})" if sel.get("lr_from") else "")
-        lines.append(f"| {case} | {e['rotate']} | {m} | {fmt(e['median'])} | {k} | "
-                     f"{fmt(sel.get('lr', float('nan')))} | {sel.get('edge')} | "
-                     f"{fmt(median(e['zeta']))} | {fmt(median(e['spearman']))} |")
-    return "\n".join(lines)
+        rows.append([case, e["rotate"], m, fmt(e["median"]), k, fmt(sel.get("lr", float("nan"))),
+                     sel.get("edge"), fmt(median(e["zeta"])), fmt(median(e["spearman"]))])
+    return rows
+
+
+def illcond_markdown(res: dict) -> str:
+    return markdown(ILLCOND_HEADER, illcond_rows(res))
 
 
 def run_totals(cfg: dict, results: Path) -> str:
@@ -81,7 +83,8 @@ def run_totals(cfg: dict, results: Path) -> str:
     import json
 
     rows = []
-    dirs = [results / n for n in ("dsweep", "zsweep", "noise", "local")] + illcond_dirs(cfg, results)
+    dirs = ([results / n for n in ("dsweep", "zsweep", "noise", "local")] + illcond_dirs(cfg, results)
+            + [results / "blocks"])
     for d in dirs:
         idx = read_index(d)
         n = rounds = 0
@@ -91,13 +94,13 @@ def run_totals(cfg: dict, results: Path) -> str:
             n += 1
             rounds += int(s["rounds"])
             wall += float(s["wall_seconds"])
-        rows.append(f"| {d.name} | {n} | {rounds} | {wall:.0f} |")
-    return "\n".join(["| experiment | runs | rounds | run wall time (s, sum) |", "|---|---|---|---|", *rows])
+        rows.append([d.name, n, rounds, f"{wall:.0f}"])
+    return markdown(["experiment", "runs", "rounds", "run wall time (s, sum)"], rows)
 
 
 def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> list[Check]:
     res = analyse_all(cfg, results)
-    checks = [c for key in ("dsweep", "zsweep", "illcond", "noise", "local", "spectrum")
+    checks = [c for key in ("dsweep", "zsweep", "illcond", "noise", "local", "spectrum", "blocks")
               for c in res[key]["checks"]]
     common = cfg["common"]
     target = float(common["target"])
@@ -144,6 +147,15 @@ def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> l
         "",
         illcond_markdown(res["illcond"]),
         "",
+        "## Block-structured quadratics (issue #15): every design, method and d",
+        "",
+        "hiso_block against the oracles, HiSo's learned diagonal, hiso_scalar and ZO-SGD; design, "
+        "steps and caps in `hiso/experiments/blocks.py`. '>' marks runs censored at their cap. "
+        "zeta ratio: scale-free whitening rank of the final H over the full oracle's. Figure: "
+        "`figures/theory_blocks.png` (`hiso theory block-report`).",
+        "",
+        blocks_markdown(res["blocks"]),
+        "",
         "## What was run",
         "",
         run_totals(cfg, results),
@@ -153,3 +165,32 @@ def build(cfg: dict, results: Path, md: Path, csv_path: Path, figdir: Path) -> l
     ]
     io.atomic_write_text(md, "\n".join(text))
     return checks
+
+
+def blocks_markdown(res: dict) -> str:
+    lines = ["| design | method | d | median rounds | rounds per seed | step (k) | "
+             "Spearman(h_b, a_b) | zeta ratio |", "|---|---|---|---|---|---|---|---|"]
+    for (design, method), by_d in sorted(res["rep"].items()):
+        for d, e in sorted(by_d.items()):
+            per = ", ".join(fmt(v) if math.isfinite(v) else f">{e['cap']}" for v in e["rounds"])
+            sp = fmt(median(e["spearman"])) if e["spearman"] else "-"
+            zr = fmt(median(e["zeta_ratio"])) if e["zeta_ratio"] else "-"
+            lines.append(f"| {design} | {method} | {d} | {blocks.rounds_text(e)} | {per} | "
+                         f"{fmt(e['lr'])} ({e['k']}) | {sp} | {zr} |")
+    return "\n".join(lines)
+
+
+def write_blocks_table(cfg: dict, common: dict, out: Path, checks_cfg: dict, md: Path,
+                       csv_path: Path, figure: Path | None) -> list:
+    """The experiment's own table (verdict rows + every run group) and figure."""
+    res = blocks.analyse(cfg, common, out, checks_cfg)
+    if figure is not None:
+        figures.blocks(res, figure)
+    io.atomic_write_text(csv_path, checks_csv(res["checks"]))
+    text = ["# Block-structured quadratics: hiso_block (issue #15)", "",
+            "Generated by `hiso theory block-report` from the runs under "
+            f"`{out}` (configuration `configs/theory.yaml`, section `blocks`); design in "
+            "`hiso/experiments/blocks.py`.", "",
+            checks_markdown(res["checks"]), "", blocks_markdown(res), ""]
+    io.atomic_write_text(md, "\n".join(text))
+    return res["checks"]

@@ -8,14 +8,13 @@ always passes through).
 
 from __future__ import annotations
 
-import io as _io
 import math
 from pathlib import Path
 
 import numpy as np
 
-from .. import io
-from .stats import median
+from ..experiments.stats import median
+from . import style
 
 COLORS = {"hiso_oracle": "C0", "decomfl": "k", "hiso_nu0.9": "C2", "hiso_nu0.95": "C1",
           "hiso_nu0.99": "C4"}
@@ -25,23 +24,11 @@ LABELS = {"hiso_oracle": "HiSo, oracle H", "decomfl": "ZO-SGD (DeComFL)",
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    return plt
+    return style.pyplot()
 
 
 def save(fig, out: Path) -> None:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130)
-    io.atomic_write_bytes(out, buf.getvalue())
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    style.save(fig, out, dpi=130)
 
 
 def _points(ax, xs, rows, caps, color, label, marker="o"):
@@ -207,7 +194,7 @@ def spectrum(res: dict, cfg: dict, out: Path, case: tuple[str, dict] | None = No
     """Left: the spectrum optimised in the illustration case (its own task config), whitened;
     right: zeta, L kappa and L d over the draws, with the paper's numbers."""
     from .. import theory
-    from .runs import curvature
+    from ..experiments.runs import curvature
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -260,5 +247,40 @@ def local(res: dict, out: Path) -> None:
     a, b = res["coef"]
     ax.set_title(f"dotted: {a:.3g} sqrt(zeta/(tau m R)) + {b:.3g} sqrt(tau kappa/(m R))", fontsize=8)
     ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, out)
+
+
+BLOCK_COLORS = {"decomfl": "k", "hiso": "C1", "hiso_scalar": "C4", "hiso_oracle": "C0",
+                "block_oracle": "C9", "hiso_block": "C3"}
+BLOCK_MARKERS = {"decomfl": "v", "hiso": "s", "hiso_scalar": "D", "hiso_oracle": "o",
+                 "block_oracle": "P", "hiso_block": "X"}
+BLOCK_LABELS = {"decomfl": "ZO-SGD", "hiso": "HiSo, learned diagonal", "hiso_scalar": "hiso_scalar",
+                "hiso_oracle": "oracle Diag(A)", "block_oracle": "block oracle", "hiso_block": "hiso_block"}
+
+
+def blocks(res: dict, out: Path) -> None:
+    """Rounds to target against d on the block quadratics, one panel per design."""
+    plt = _plt()
+    designs = sorted({design for design, _ in res["rep"]}, key=lambda s: (s != "main", s))
+    fig, axes = plt.subplots(1, len(designs), figsize=(5.2 * len(designs), 4.0), squeeze=False)
+    for ax, design in zip(axes[0], designs):
+        for (des, method), by_d in sorted(res["rep"].items()):
+            if des != design:
+                continue
+            ds = sorted(by_d)
+            color = BLOCK_COLORS.get(method, "C7")
+            _points(ax, ds, [by_d[d]["rounds"] for d in ds], [by_d[d]["cap"] for d in ds],
+                    color, BLOCK_LABELS.get(method, method), BLOCK_MARKERS.get(method, "o"))
+            med = [(d, median(by_d[d]["rounds"])) for d in ds]
+            fin = [(d, m) for d, m in med if math.isfinite(m)]
+            if len(fin) > 1:
+                ax.plot(*zip(*fin), color=color, lw=0.8, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("d")
+        ax.set_ylabel("rounds to 1e-3 f0 (triangles: censored at the cap)")
+        ax.set_title(f"block quadratic: {design}")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, out)

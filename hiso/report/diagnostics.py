@@ -9,19 +9,9 @@ happened at. Runs without H (DeComFL, FedAvg ...) are left out.
 
 from __future__ import annotations
 
-from .errors import UserError
+from ..errors import UserError
 
 H_COLUMNS = ("h_mean", "h_min", "h_max", "lr_eff_mean", "lr_eff_min", "lr_eff_max")
-
-
-def add_commands(sub) -> None:
-    p = sub.add_parser("figure-diagnostics",
-                       help="draw H and the effective step lr/H beside the metric, per run")
-    p.add_argument("metrics", help="aggregated metrics CSV (hiso aggregate)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--methods", nargs="+", default=None,
-                   help="only these methods (default: every method that logged H)")
-    p.set_defaults(handler=cmd_figure_diagnostics)
 
 
 def runs_with_h(df, methods=None):
@@ -39,17 +29,14 @@ def runs_with_h(df, methods=None):
 
 
 def cmd_figure_diagnostics(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from .report import _read_metrics, _save_fig
+    from . import style
+    from .runs import read_metrics
 
-    df = runs_with_h(_read_metrics(args.metrics), args.methods)
+    plt = style.pyplot()
+    df = runs_with_h(read_metrics(args.metrics), args.methods)
     metric = df["metric"].iloc[0]
-    sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     colours = dict(zip(sorted(df["run"].unique()), sns.color_palette(n_colors=df["run"].nunique())))
     for run, r in df.groupby("run", sort=True):
@@ -68,5 +55,5 @@ def cmd_figure_diagnostics(args) -> int:
         ax.set_yscale("log")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    _save_fig(fig, args.out)
+    style.save(fig, args.out)
     return 0

@@ -177,7 +177,7 @@ class ZOFederation:
             losses.append(loss)
             self.last_sync[c] = r
         if not uploads:
-            avg = empty_round(self.tau, self.P)
+            avg = empty_round(self.tau, self.width)
             self._server_apply(r, rseed, avg)
             return RoundResult(r, clients, None, rseed, avg)
         weights = ([self.task.client_weight(c) for c in replying]

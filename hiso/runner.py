@@ -301,13 +301,29 @@ class Run:
                 **(self._zo_counts(fed, n) if isinstance(fed, ZOFederation) else {}),
                 "wall_seconds": round(wall, 3)}
 
-    @staticmethod
-    def _zo_counts(fed, n: int) -> dict:
-        """The optimiser's diagnostics and ``forwards``: loss evaluations by all sampled clients
-        in rounds 0..n-1 (the server's replay evaluates nothing)."""
+    def _zo_counts(self, fed, n: int) -> dict:
+        """The optimiser's diagnostics and ``forwards``: loss evaluations by all answering
+        clients in rounds 0..n-1 (the server's replay evaluates nothing; a straggler, which
+        fails to answer, is counted as not having computed)."""
         f = fed.fed
-        return {"forwards": n * f.sampled * f.local_steps * fed.opt.forwards_per_step(),
+        return {"forwards": self._replies(fed, n) * f.local_steps * fed.opt.forwards_per_step(),
                 **fed.opt.diagnostics(fed.state)}
+
+    def _replies(self, fed, n: int) -> int:
+        """Client replies in rounds 0..n-1 (sampled clients that answered), counted once."""
+        f = fed.fed
+        if not getattr(f, "dropout", 0.0):
+            return n * f.sampled
+        from .protocol import answering, sample_clients
+
+        done, total = getattr(self, "_replies_memo", (0, 0))
+        if n < done:
+            done, total = 0, 0
+        for r in range(done, n):
+            total += len(answering(fed.seed, r, sample_clients(fed.seed, r, f.clients, f.sampled),
+                                   f.dropout))
+        self._replies_memo = (n, total)
+        return total
 
     def _diverged(self, task, rec: dict) -> bool:
         value = rec[task.metric]

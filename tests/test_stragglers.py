@@ -49,6 +49,9 @@ def test_stragglers_reply_less_and_empty_rounds_change_nothing(tmp_path, method)
     ups = [row for row in ledger if ",up," in row]
     downs = [row for row in ledger if ",down," in row]
     assert len(ups) == expected_up < 60 and len(downs) == 60
+    # forwards count the clients that computed: replies x tau (2) x (P + 1) (4)
+    last = json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["forwards"] == expected_up * 2 * 4
     hist = [json.loads(line) for line in (d / "history.jsonl").read_text().splitlines()]
     empty = [h["round"] for h in hist if is_empty(np.asarray(h["scalars"], dtype=np.float32))]
     assert empty and all(not answering(3, r, sorted_sample(r), 0.5) for r in empty)

@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/memory_clients.py
 	$(BIN)/python benchmarks/lm_step.py
 	$(BIN)/python benchmarks/lm_step.py --directions rademacher_bits
+	$(BIN)/python benchmarks/replay.py
 
 clean:
 	rm -rf results .snakemake reproduce-all

@@ -43,6 +43,10 @@ class FederationConfig:
     rounds: int = field(default=100, metadata={"ge": 1})
     aggregation: Literal["mean", "weighted"] = "mean"
     mode: Literal["simulation", "faithful"] = "simulation"
+    #: stragglers: each sampled client fails to answer a round with this probability (drawn
+    #: from the run seed and the round); the round averages the replies it got, and a round
+    #: that got none changes nothing. The server's message still goes out (and is counted)
+    dropout: float = field(default=0.0, metadata={"ge": 0, "lt": 1})
     #: who runs the clients: this process, Flower's simulation engine, or Flower SuperNodes
     backend: Literal["inprocess", "flower-sim", "flower"] = "inprocess"
     flower: FlowerConfig = field(default_factory=FlowerConfig)
@@ -50,6 +54,9 @@ class FederationConfig:
     def check(self, path: str) -> None:
         if self.sampled > self.clients:
             raise UserError(f"{path}.sampled: {self.sampled} sampled clients > {self.clients} clients")
+        if self.dropout and self.backend != "inprocess":
+            raise UserError(f"{path}.dropout: simulated stragglers need backend inprocess (on "
+                            f"Flower, clients that miss flower.round_timeout drop out for real)")
 
 
 @dataclass

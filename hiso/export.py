@@ -172,10 +172,10 @@ def rebuild(src: Source, model: str | None = None):
             want_tok = src.base.get("tokenizer_sha256")
             if want_tok and task.base_info().get("tokenizer_sha256") != want_tok:
                 raise UserError(f"{src.origin}: the base model's tokenizer differs from the pack's")
-        tau, P = run.federation.local_steps, fed.width  # P * scalars per perturbation
-        if src.scalars.shape[1:] != (tau, P):
+        tau, width = run.federation.local_steps, fed.width  # P x scalars per perturbation
+        if src.scalars.shape[1:] != (tau, width):
             raise UserError(f"{src.origin}: history rounds hold {src.scalars.shape[1:]} scalars, "
-                            f"the config {tau} x {P}")
+                            f"the config {tau} x {width}")
         for r, scalars in enumerate(src.scalars):
             fed.replay(r, round_seed(run.seed, r), [], scalars)
         params = fed.params

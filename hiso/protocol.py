@@ -48,6 +48,28 @@ def sample_clients(run_seed: int, r: int, M: int, m: int) -> list[int]:
     return sorted(int(c) for c in rng.choice(M, size=m, replace=False))
 
 
+DROP_SALT = 0xD209
+
+
+def answering(run_seed: int, r: int, clients: list[int], q: float) -> list[int]:
+    """The sampled clients that answer round r when each fails with probability q (stragglers):
+    a function of (run seed, round) alone, so a resumed run drops the same clients."""
+    if q <= 0:
+        return list(clients)
+    draws = np.random.default_rng([run_seed, DROP_SALT, r]).random(len(clients))
+    return [c for c, u in zip(clients, draws) if u >= q]
+
+
+def empty_round(tau: int, P: int) -> np.ndarray:
+    """The averaged scalars of a round no client answered: all NaN, which every party reads
+    as "no update" (``is_empty``); on the wire and in the history it is an ordinary round."""
+    return np.full((tau, P), np.nan, dtype=np.float32)
+
+
+def is_empty(scalars: np.ndarray) -> bool:
+    return bool(np.isnan(np.asarray(scalars)).all())
+
+
 def aggregate(values: list[np.ndarray], weights: list[float] | None) -> np.ndarray:
     """Mean (or weighted mean) over clients in float64, in client order, rounded to float32."""
     stack = np.stack([np.asarray(v, dtype=np.float64) for v in values])
@@ -92,7 +114,7 @@ class History:
 class RoundResult:
     round: int
     clients: list[int]
-    train_loss: float
+    train_loss: float | None  # None: no sampled client answered (stragglers)
     round_seed: int
     scalars: np.ndarray | None = None  # averaged float32 [tau, P*S] for scalar-only methods
 
@@ -135,10 +157,15 @@ class ZOFederation:
         clients = sample_clients(self.seed, r, self.fed.clients, self.fed.sampled)
         rseed = round_seed(self.seed, r)
         seeds = step_seeds(rseed, self.tau, self.P)
+        replying = answering(self.seed, r, clients, getattr(self.fed, "dropout", 0.0))
         uploads, losses = [], []
         for c in clients:
             down = self._downlink(c, r, rseed)
             self.ledger.record(r, c, "down", "zo_round", down)
+            if c not in replying:
+                # a straggler: the message went out, nothing came back; the server cannot know
+                # it arrived, so the next downlink starts from the client's last sync again
+                continue
             params, state, reset = self._client_start(c, down)
             scalars, loss = self._local_round(params, state, c, r, seeds)
             if reset is not None:
@@ -149,13 +176,19 @@ class ZOFederation:
             uploads.append(ScalarUpload.decode(up).scalars)
             losses.append(loss)
             self.last_sync[c] = r
-        weights = [self.task.client_weight(c) for c in clients] if self.fed.aggregation == "weighted" else None
+        if not uploads:
+            avg = empty_round(self.tau, self.width)
+            self._server_apply(r, rseed, avg)
+            return RoundResult(r, clients, None, rseed, avg)
+        weights = ([self.task.client_weight(c) for c in replying]
+                   if self.fed.aggregation == "weighted" else None)
         avg = aggregate(uploads, weights)
         self._server_apply(r, rseed, avg)
         return RoundResult(r, clients, float(np.mean(losses)), rseed, avg)
 
     def _server_apply(self, r: int, rseed: int, avg: np.ndarray) -> None:
-        self.opt.round_update(self.params, self.state, step_seeds(rseed, self.tau, self.P), avg)
+        if not is_empty(avg):
+            self.opt.round_update(self.params, self.state, step_seeds(rseed, self.tau, self.P), avg)
         self.history.add(r, rseed, avg)
         self._prune()
 
@@ -201,7 +234,7 @@ class ZOFederation:
         """Re-apply a recorded round (resume): same function as the live server."""
         if rseed != round_seed(self.seed, r):
             raise ValueError(f"history round {r}: seed does not match this run's seed")
-        for c in clients:
+        for c in answering(self.seed, r, clients, getattr(self.fed, "dropout", 0.0)):
             self.last_sync[c] = r
             if self.fed.mode == "faithful":
                 self._rebuild_client(c, r)
@@ -229,7 +262,8 @@ def scalar_width(opt) -> int:
 def catch_up(opt, params: Params, state: Params, missed, tau: int, P: int) -> None:
     """Replay missed rounds in order with the optimiser's one round update."""
     for seed, scalars in missed:
-        opt.round_update(params, state, step_seeds(seed, tau, P), scalars)
+        if not is_empty(scalars):
+            opt.round_update(params, state, step_seeds(seed, tau, P), scalars)
 
 
 def local_round(task, opt, params: Params, state: Params, c: int, r: int, seeds) -> tuple[np.ndarray, float]:
@@ -305,13 +339,17 @@ class VectorFederation:
     def run_round(self, r: int) -> RoundResult:
         clients = sample_clients(self.seed, r, self.fed.clients, self.fed.sampled)
         rseed = round_seed(self.seed, r)
+        replying = answering(self.seed, r, clients, getattr(self.fed, "dropout", 0.0))
         weighted = self.fed.aggregation == "weighted"
-        weights = [self.task.client_weight(c) if weighted else 1.0 for c in clients]
+        weights = [self.task.client_weight(c) if weighted else 1.0 for c in replying]
         total = float(sum(weights))
         for a in self._acc:
             a.zero_()
         losses = []
-        for c, w in zip(clients, weights):
+        for c in clients:
+            if c not in replying:  # a straggler: the model went out, nothing came back
+                self.ledger.record(r, c, "down", "model", VectorMessage(r, c, self.params))
+        for c, w in zip(replying, weights):
             down = VectorMessage(r, c, self.params)
             self.ledger.record(r, c, "down", "model", down)
             _copy_into(self._work, down.decode(self._work))
@@ -325,5 +363,7 @@ class VectorFederation:
             with torch.no_grad():
                 for a, d in zip(self._acc, up.decode(self._acc)):
                     a.add_(d, alpha=w / total)
+        if not replying:  # nobody answered: the round changes nothing
+            return RoundResult(r, clients, None, rseed)
         self.method.server_update(self.params, self.state, self._acc)
         return RoundResult(r, clients, float(np.mean(losses)), rseed)

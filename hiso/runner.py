@@ -195,7 +195,8 @@ class Run:
                 if rec.get("round") != start:
                     break
                 fed.replay(start, int(rec["seed"]), rec["clients"], np.asarray(rec["scalars"], np.float32))
-                fed.last_loss = rec["train_loss"]
+                if rec["train_loss"] is not None:
+                    fed.last_loss = rec["train_loss"]
                 start += 1
             self._rewrite_jsonl(HISTORY, lambda rec: rec["round"] < start)
         elif (self.out / CHECKPOINT).exists():
@@ -261,7 +262,8 @@ class Run:
                 if n == R:
                     break
                 res = fed.run_round(n)
-                fed.last_loss = res.train_loss
+                if res.train_loss is not None:  # a round nobody answered keeps the last loss
+                    fed.last_loss = res.train_loss
                 ledger_fh.write(fed.ledger.drain())
                 ledger_fh.flush()
                 if res.scalars is not None:
@@ -309,13 +311,29 @@ class Run:
                 **(self._zo_counts(fed, n) if isinstance(fed, ZOFederation) else {}),
                 "wall_seconds": round(wall, 3)}
 
-    @staticmethod
-    def _zo_counts(fed, n: int) -> dict:
-        """The optimiser's diagnostics and ``forwards``: loss evaluations by all sampled clients
-        in rounds 0..n-1 (the server's replay evaluates nothing)."""
+    def _zo_counts(self, fed, n: int) -> dict:
+        """The optimiser's diagnostics and ``forwards``: loss evaluations by all answering
+        clients in rounds 0..n-1 (the server's replay evaluates nothing; a straggler, which
+        fails to answer, is counted as not having computed)."""
         f = fed.fed
-        return {"forwards": n * f.sampled * f.local_steps * fed.opt.forwards_per_step(),
+        return {"forwards": self._replies(fed, n) * f.local_steps * fed.opt.forwards_per_step(),
                 **fed.opt.diagnostics(fed.state)}
+
+    def _replies(self, fed, n: int) -> int:
+        """Client replies in rounds 0..n-1 (sampled clients that answered), counted once."""
+        f = fed.fed
+        if not getattr(f, "dropout", 0.0):
+            return n * f.sampled
+        from .protocol import answering, sample_clients
+
+        done, total = getattr(self, "_replies_memo", (0, 0))
+        if n < done:
+            done, total = 0, 0
+        for r in range(done, n):
+            total += len(answering(fed.seed, r, sample_clients(fed.seed, r, f.clients, f.sampled),
+                                   f.dropout))
+        self._replies_memo = (n, total)
+        return total
 
     def _diverged(self, task, rec: dict) -> bool:
         self.reason = self._divergence(task, rec)

@@ -97,3 +97,77 @@ def test_run_lr_from_sets_method_lr_and_bad_files_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no.json: not found" in err
     assert not (tmp_path / "s").exists()
+
+
+# -- a selection at a grid edge grows the grid beyond it ----------------------------------------
+
+def test_beyond_edge_steps_one_log_step_with_the_edge_s_own_ratio():
+    from hiso.report.selection import beyond_edge
+
+    assert beyond_edge([0.005, 0.01, 0.02], "high") == 0.04
+    assert beyond_edge([0.005, 0.01, 0.02], "low") == 0.0025
+    # uneven spacing (digits' FedAvg grid): each edge steps on with its own ratio, 3 digits kept
+    assert beyond_edge([0.1, 0.3, 1.0], "high") == 3.33
+    assert beyond_edge([0.1, 0.3, 1.0], "low") == 0.0333
+    assert beyond_edge([0.0025, 0.0035, 0.005, 0.007, 0.01], "high") == 0.0143
+    with pytest.raises(UserError, match="two or more increasing"):
+        beyond_edge([0.01], "high")
+    with pytest.raises(UserError, match="two or more increasing"):
+        beyond_edge([0.02, 0.01], "high")
+    with pytest.raises(UserError, match="positive"):
+        beyond_edge([0.0, 0.01], "low")
+
+
+def test_extension_asks_for_one_lr_beyond_the_edge_until_the_cap():
+    from hiso.report.selection import extension
+
+    base = [0.005, 0.01, 0.02]
+    inside = extension(base, 0.01, base, 2)
+    assert inside == {"base_grid": base, "extended": [], "max_extensions": 2, "extend": None,
+                      "edge_after_cap": False}
+    assert extension(base, 0.02, base, 2)["extend"] == 0.04             # top edge: up
+    assert extension(base, 0.005, base, 2)["extend"] == 0.0025          # bottom edge: down
+    once = extension(base + [0.04], 0.04, base, 2)
+    assert once["extended"] == [0.04] and once["extend"] == 0.08
+    # the best moved back inside: done, nothing more asked
+    assert extension(base + [0.04], 0.02, base, 2)["extend"] is None
+    capped = extension(base + [0.04, 0.08], 0.08, base, 2)
+    assert capped["extend"] is None and capped["edge_after_cap"] and capped["extended"] == [0.04, 0.08]
+    both = extension([0.0025] + base + [0.04], 0.0025, base, 3)          # grew up, then down
+    assert both["extended"] == [0.0025, 0.04] and both["extend"] == 0.00125
+    zero = extension(base, 0.02, base, 0)                               # cap 0: never extends
+    assert zero["extend"] is None and zero["edge_after_cap"]
+    with pytest.raises(UserError, match="no runs at the base lrs"):
+        extension([0.005, 0.01], 0.01, base, 2)
+    with pytest.raises(UserError, match="inside the base grid"):
+        extension(base + [0.015], 0.01, base, 2)
+    with pytest.raises(UserError, match="max-extensions"):
+        extension(base, 0.01, base, -1)
+
+
+def test_select_cli_writes_the_extension_and_the_table_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    paths = []
+    for lr, dev in ((0.005, 0.2), (0.01, 0.4), (0.02, 0.6), (0.04, 0.7)):
+        cfg, summary, recs = fake_run(lr, 100, [dev], [0.0])
+        d = tmp_path / f"lr{lr:g}"
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (d / "summary.json").write_text(json.dumps({**summary, "metric": "accuracy"}))
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        paths.append(str(d))
+    base = ["--base-lrs", "0.005", "0.01", "0.02"]
+    assert cli_main(["select", *paths[:3], "--out", "r0.json", "--last", "1", *base]) == 0
+    assert json.loads((tmp_path / "r0.json").read_text())["extend"] == 0.04
+    assert cli_main(["select", *paths, "--out", "r1.json", "--last", "1", *base,
+                     "--max-extensions", "1"]) == 0
+    r1 = json.loads((tmp_path / "r1.json").read_text())
+    assert r1["lr"] == 0.04 and r1["extend"] is None and r1["edge_after_cap"]
+    assert cli_main(["table", "selection", "r1.json", "--out", "s.md", "--csv", "s.csv"]) == 0
+    md = (tmp_path / "s.md").read_text()
+    assert "| v | 0.04 (added) | 0.7000 * |" in md
+    assert "Grids extended: v (+0.04). Still at a grid edge after the cap: v." in md
+    assert "added_beyond_edge" in (tmp_path / "s.csv").read_text()
+    # without --base-lrs: the selection JSON as before (no extension keys)
+    assert cli_main(["select", *paths[:3], "--out", "plain.json", "--last", "1"]) == 0
+    assert "extend" not in json.loads((tmp_path / "plain.json").read_text())

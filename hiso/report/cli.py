@@ -70,6 +70,11 @@ def add_commands(sub) -> None:
     s.add_argument("--out", required=True, help="selection JSON")
     s.add_argument("--last", type=int, default=3,
                    help="evaluations averaged per run (default 3; 0: all, the area under the curve)")
+    s.add_argument("--base-lrs", type=float, nargs="+", default=None, metavar="LR",
+                   help="the configured grid: a best lr at an edge of the runs' grid then asks for "
+                        "one more lr one log-step beyond it (written as 'extend' in the JSON)")
+    s.add_argument("--max-extensions", type=int, default=2, metavar="K",
+                   help="with --base-lrs: at most K lrs added beyond the base grid (default 2)")
     s.set_defaults(handler=_lazy("selection", "cmd_select"))
 
     p = sub.add_parser("figure-diagnostics",

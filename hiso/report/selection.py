@@ -1,12 +1,16 @@
 """Learning-rate selection on the dev split, for any task whose runs record ``dev_*`` metrics.
 
-``hiso select RUN_DIR ... --out SEL.json [--last N]``
+``hiso select RUN_DIR ... --out SEL.json [--last N] [--base-lrs LR ... --max-extensions K]``
     the learning rate of one variant from its grid runs (same config but ``method.lr`` and
     ``seed``; the same seeds for every lr). Score of a run = its ``dev_accuracy`` (``dev_f1``
     for a task whose metric is F1, such as SQuAD) averaged over
     its last ``N`` evaluations (``--last 0``: all of them, i.e. the area under the dev curve,
     which rewards speed as well as the end point); score of an lr = mean over the seeds; the
     best score wins (ties: the smaller lr).
+    With ``--base-lrs`` (the configured grid; the runs may hold lrs beyond it, added by earlier
+    rounds): a best lr at an edge of the grid asks for one more lr, one log-step beyond that edge
+    (the ratio of the two lrs at that edge), in ``extend``, until ``K`` lrs were added; the
+    pipeline (a Snakemake checkpoint per round) runs it on the selection seeds and selects again.
 ``hiso table selection SEL.json ... --out t.md --csv t.csv``
     the grids and what was selected.
 ``hiso run CONFIG --lr-from SEL.json``
@@ -106,6 +110,59 @@ def select_lr(runs: list[tuple[dict, dict, list[dict]]], last: int = 3) -> dict:
     }
 
 
+def beyond_edge(lrs: list[float], side: str) -> float:
+    """The lr one log-step beyond the ``side`` ("low" or "high") edge of a sorted grid: the edge
+    lr times (high) or divided by (low) the ratio of the two lrs at that edge, so a grid with
+    uneven spacing (0.1, 0.3, 1.0) steps on with its edge's own ratio; 3 significant digits."""
+    if len(lrs) < 2 or any(b <= a for a, b in zip(lrs, lrs[1:])):
+        raise UserError(f"select: a grid needs two or more increasing lrs to step beyond its edge, "
+                        f"got {lrs}")
+    if lrs[0] <= 0:
+        raise UserError(f"select: lrs must be positive to step on a log scale, got {lrs}")
+    if side == "high":
+        lr = lrs[-1] * (lrs[-1] / lrs[-2])
+    elif side == "low":
+        lr = lrs[0] / (lrs[1] / lrs[0])
+    else:
+        raise ValueError(side)
+    return float(f"{lr:.3g}")
+
+
+def extension(lrs: list[float], best: float, base: list[float], cap: int) -> dict:
+    """Whether a selection over the grid ``lrs`` (the configured grid ``base`` plus the lrs
+    earlier rounds added beyond its edges) asks for one more lr: ``extend`` is the lr one step
+    beyond the edge that ``best`` sits on, or None when it sits inside, or when ``cap`` lrs were
+    already added (then ``edge_after_cap`` says whether it is still at an edge)."""
+    lrs, base = sorted(lrs), sorted(float(b) for b in base)
+    if cap < 0:
+        raise UserError(f"select: --max-extensions must be >= 0, got {cap}")
+    missing = [b for b in base if b not in lrs]
+    if missing:
+        raise UserError(f"select: no runs at the base lrs {missing} (runs at {lrs})")
+    added = [lr for lr in lrs if lr not in base]
+    if any(base[0] <= lr <= base[-1] for lr in added):
+        raise UserError(f"select: lrs {added} lie inside the base grid {base}; an extension "
+                        f"only adds lrs beyond its edges")
+    side = ("low" if best == lrs[0] else "high" if best == lrs[-1] else None) if len(lrs) > 1 else None
+    more = side is not None and len(added) < cap
+    return {"base_grid": base, "extended": added, "max_extensions": cap,
+            "extend": beyond_edge(lrs, side) if more else None,
+            "edge_after_cap": side is not None and not more}
+
+
+def extension_note(sels: list[dict]) -> str:
+    """What the selection table says about grids extended beyond their edges."""
+    grown = [f"{s['name']} (+{', '.join(f'{lr:g}' for lr in s['extended'])})"
+             for s in sels if s.get("extended")]
+    stuck = [s["name"] for s in sels if s.get("edge_after_cap")]
+    caps = sorted({s["max_extensions"] for s in sels if "max_extensions" in s})
+    cap = "/".join(map(str, caps))
+    return (f"A selection at a grid edge extends its grid by one log-step beyond that edge, up "
+            f"to {cap} times (`(added)` marks those lrs). Grids extended: "
+            f"{', '.join(grown) if grown else 'none'}. Still at a grid edge after the cap: "
+            f"{', '.join(stuck) if stuck else 'none'}.")
+
+
 def selected_lr(path, variant: str | None = None) -> float:
     """The lr a selection JSON chose; ``variant``: the variant it must have been made for."""
     sel = read_json(path)
@@ -118,8 +175,12 @@ def selected_lr(path, variant: str | None = None) -> float:
 
 def cmd_select(args) -> int:
     sel = select_lr([io.read_run(p)[1:] for p in args.runs], args.last)
+    if args.base_lrs:
+        sel.update(extension([g["lr"] for g in sel["grid"]], sel["lr"], args.base_lrs,
+                             args.max_extensions))
     io.atomic_write_json(args.out, sel)
-    print(f"{sel['name']}: lr = {sel['lr']:g} (dev score {sel['score']:.4f})")
+    nxt = f"; at a grid edge: extend the grid to {sel['extend']:g}" if sel.get("extend") else ""
+    print(f"{sel['name']}: lr = {sel['lr']:g} (dev score {sel['score']:.4f}){nxt}")
     return 0
 
 
@@ -131,14 +192,18 @@ def write_table(inputs: list[str], out: str, csv: str, title: str, tier: str | N
     from .tables import TexDoc, finish, markdown
 
     sels = [read_json(p) for p in inputs]
+    extensible = any("base_grid" in s for s in sels)  # made with --base-lrs (grid extension)
     rows, body = [], []
     for s in sels:
         for g in s["grid"]:
             chosen = g["lr"] == s["lr"]
+            added = g["lr"] in s.get("extended", [])
             rows.append({"name": s["name"], "lr": g["lr"], "dev_score": g["score"],
                          **{f"seed{k}": v for k, v in g["per_seed"].items()},
-                         "statuses": ",".join(g["statuses"]), "selected": chosen})
-            body.append([s["name"], f"{g['lr']:g}", f"{g['score']:.4f}" + (" *" if chosen else ""),
+                         "statuses": ",".join(g["statuses"]), "selected": chosen,
+                         **({"added_beyond_edge": added} if extensible else {})})
+            body.append([s["name"], f"{g['lr']:g}" + (" (added)" if added else ""),
+                         f"{g['score']:.4f}" + (" *" if chosen else ""),
                          " ".join(f"{v:.3f}" for v in g["per_seed"].values()), ",".join(g["statuses"])])
     edge = [s["name"] for s in sels if s["at_grid_edge"]]
     header = ["variant", "lr", "dev score", "per seed", "status"]
@@ -146,6 +211,8 @@ def write_table(inputs: list[str], out: str, csv: str, title: str, tier: str | N
             f"from the report seeds. `*` marks the selected lr; a selection at the edge of its grid "
             f"is flagged.")
     at_edge = f"Selected at a grid edge: {', '.join(edge) if edge else 'none'}."
+    if extensible:
+        at_edge += " " + extension_note(sels)
     md = [f"# {title}", "", text, "", markdown(header, body), "", at_edge, ""]
     tex = TexDoc(title)
     tex.table(f"{title}. {text} {at_edge}", header, body)

@@ -1,4 +1,5 @@
 # Shared helpers for the rule files. Rules call the package's command line only.
+import json
 import shlex
 import sys
 
@@ -28,3 +29,35 @@ def in_report(path, part, caption, kind, sub=None):
     (Engine, Theory, Real data, LM), captioned by workflow/report/<caption>.rst."""
     return report(path, caption=f"../report/{caption}.rst", category=part, subcategory=sub,
                   labels={"kind": kind, "file": os.path.basename(path)})
+
+
+# -- lr grids that grow beyond an edge (dev-split selection) ----------------------------------
+# A selection runs in rounds, each a checkpoint `*_select_round` that writes
+# .../select/{variant}/round{sel_round}.json with `hiso select --base-lrs ... --max-extensions K`:
+# when the best lr sits at an edge of the grid, its `extend` names one lr a log-step beyond that
+# edge (the decision is the package's), the next round runs it on the selection seeds and selects
+# again, until a round asks for nothing (the best lr is inside, or K lrs were added). The final
+# `selected/{variant}.json` is the selection over the whole grown grid.
+wildcard_constraints:
+    sel_round="[0-9]+",
+
+
+def grid_lrs(ckpt, base, rounds=None, **wildcards):
+    """The lr strings of a growing grid: ``base``, then the lr each of its first ``rounds``
+    selection rounds (checkpoint ``ckpt``) asked for; ``rounds=None``: every round until one asks
+    for none (the final grid). Reading a round that has not run yet raises Snakemake's
+    IncompleteCheckpointException: the job then waits for that round."""
+    lrs, r = list(base), 0
+    while rounds is None or r < rounds:
+        with open(ckpt.get(sel_round=r, **wildcards).output[0]) as fh:
+            nxt = json.load(fh).get("extend")
+        if nxt is None:
+            break
+        lrs.append(f"{float(nxt):g}")
+        r += 1
+    return lrs
+
+
+def select_args(base, last, cap):
+    """`hiso select` flags of a growing grid (the config's grid, the cap)."""
+    return f"--last {last} --base-lrs {' '.join(base)} --max-extensions {cap}"

@@ -1,7 +1,8 @@
 # The real-data check (issue #5, the paper's Fig. 5 on CPU): a small CNN on handwritten digits over
 # 64 Dirichlet(1) clients. HiSo (nu in {0.9, 0.95, 0.99}) vs DeComFL vs FedAvg (first order).
 #   grid:    every variant with `lrs` x lr on the selection seeds   results/digits/grid/...
-#   select:  lr per variant on the dev split (code reading the grid runs)
+#   select:  lr per variant on the dev split (code reading the grid runs); a best lr at a grid
+#            edge grows the grid beyond it (rounds in results/digits/select/, common.smk)
 #   report:  every variant at its selected lr (or its `lr_from` variant's) on the report seeds
 #            (disjoint from the selection seeds)
 #   outputs: figures/digits_*.png, paper_tables/digits_*.md/.csv
@@ -45,19 +46,49 @@ rule digits_grid:
         "--seeds {params.seeds} --out {params.out} {params.sets} --failed-ok"
 
 
-rule digits_select:
+def dg_grid_runs(w, rounds=None):
+    """A variant's grid runs after ``rounds`` selection rounds (None: all; workflow/rules/common.smk)."""
+    lrs = grid_lrs(checkpoints.digits_select_round, DG_GRID[w.dg_variant], rounds, dg_variant=w.dg_variant)
+    return expand(DG_RES + "/grid/{v}/lr{lr}/seed{seed}/summary.json", v=w.dg_variant, lr=lrs,
+                  seed=DG["selection_seeds"])
+
+
+def dg_select_args(w):
+    return select_args(DG_GRID[w.dg_variant], DG.get("select_last", 3), DG.get("max_extensions", 2))
+
+
+checkpoint digits_select_round:
+    """One selection round on the dev split; its `extend` asks for one more lr beyond an edge."""
     input:
-        lambda w: expand(DG_RES + "/grid/{v}/lr{lr}/seed{seed}/summary.json", v=w.dg_variant,
-                         lr=DG_GRID[w.dg_variant], seed=DG["selection_seeds"]),
+        lambda w: dg_grid_runs(w, int(w.sel_round)),
+    output:
+        DG_RES + "/select/{dg_variant}/round{sel_round}.json",
+    params:
+        args=dg_select_args,
+    benchmark:
+        "results/benchmarks/digits_select/{dg_variant}_round{sel_round}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} select {input} --out {output} {params.args}"
+
+
+rule digits_select:
+    """The selection over the grid as grown by its rounds."""
+    input:
+        dg_grid_runs,
     output:
         DG_RES + "/selected/{dg_variant}.json",
+    params:
+        args=dg_select_args,
     benchmark:
         "results/benchmarks/digits_select/{dg_variant}.tsv"
     threads: 1
     resources:
         mem_mb=2000, runtime=15,
     shell:
-        "{HISO} select {input} --out {output}"
+        "{HISO} select {input} --out {output} {params.args}"
 
 
 rule digits_report_runs:

@@ -87,19 +87,48 @@ rule lm_smoke_grid:
         "{HISO} run {LM_SMOKE[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
 
-rule lm_smoke_select:
+def lm_smoke_grid_runs(w, rounds=None):
+    """A variant's grid runs after ``rounds`` selection rounds (None: all; workflow/rules/common.smk)."""
+    lrs = grid_lrs(checkpoints.lm_smoke_select_round, LM_SMOKE_GRID[w.lm_variant], rounds,
+                   lm_variant=w.lm_variant)
+    return expand("results/lm_smoke/grid/{v}/lr{lr}/seed{s}/summary.json", v=w.lm_variant, lr=lrs,
+                  s=LM_SMOKE["selection_seeds"])
+
+
+checkpoint lm_smoke_select_round:
+    """One selection round on the dev split; its `extend` asks for one more lr beyond an edge."""
     input:
-        lambda w: expand("results/lm_smoke/grid/{v}/lr{lr}/seed{s}/summary.json", v=w.lm_variant,
-                         lr=LM_SMOKE_GRID[w.lm_variant], s=LM_SMOKE["selection_seeds"]),
+        lambda w: lm_smoke_grid_runs(w, int(w.sel_round)),
+    output:
+        "results/lm_smoke/select/{lm_variant}/round{sel_round}.json",
+    params:
+        args=lambda w: select_args(LM_SMOKE_GRID[w.lm_variant], LM_SMOKE["select_last"],
+                                   LM_SMOKE.get("max_extensions", 2)),
+    benchmark:
+        "results/benchmarks/lm_smoke_select/{lm_variant}_round{sel_round}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} select {input} --out {output} {params.args}"
+
+
+rule lm_smoke_select:
+    """The selection over the grid as grown by its rounds."""
+    input:
+        lm_smoke_grid_runs,
     output:
         "results/lm_smoke/selected/{lm_variant}.json",
+    params:
+        args=lambda w: select_args(LM_SMOKE_GRID[w.lm_variant], LM_SMOKE["select_last"],
+                                   LM_SMOKE.get("max_extensions", 2)),
     benchmark:
         "results/benchmarks/lm_smoke_select/{lm_variant}.tsv"
     threads: 1
     resources:
         mem_mb=2000, runtime=15,
     shell:
-        "{HISO} select {input} --out {output} --last {LM_SMOKE[select_last]}"
+        "{HISO} select {input} --out {output} {params.args}"
 
 
 rule lm_smoke_run:
@@ -273,20 +302,51 @@ rule lm_paper_grid:
         "--set runtime.threads={threads} --no-progress --failed-ok"
 
 
-rule lm_paper_select:
+def lm_paper_grid_runs(w, rounds=None):
+    """A cell's grid runs after ``rounds`` selection rounds (None: all; workflow/rules/common.smk)."""
+    lrs = grid_lrs(checkpoints.lm_paper_select_round, lm_paper_lrs(w.lm_model, w.lm_variant), rounds,
+                   lm_model=w.lm_model, lm_task=w.lm_task, lm_variant=w.lm_variant)
+    return expand(LM_PAPER_RES + "/{m}/{t}/grid/{v}/lr{lr}/seed{s}/summary.json", m=w.lm_model,
+                  t=w.lm_task, v=w.lm_variant, lr=lrs, s=LM_PAPER["selection_seeds"])
+
+
+def lm_paper_select_args(w):
+    return select_args(lm_paper_lrs(w.lm_model, w.lm_variant), LM_PAPER["select_last"],
+                       LM_PAPER.get("max_extensions", 2))
+
+
+checkpoint lm_paper_select_round:
+    """One selection round on the dev split; its `extend` asks for one more lr beyond an edge."""
     input:
-        lambda w: expand(LM_PAPER_RES + "/{m}/{t}/grid/{v}/lr{lr}/seed{s}/summary.json",
-                         m=w.lm_model, t=w.lm_task, v=w.lm_variant,
-                         lr=lm_paper_lrs(w.lm_model, w.lm_variant), s=LM_PAPER["selection_seeds"]),
+        lambda w: lm_paper_grid_runs(w, int(w.sel_round)),
+    output:
+        LM_PAPER_RES + "/{lm_model}/{lm_task}/select/{lm_variant}/round{sel_round}.json",
+    params:
+        args=lm_paper_select_args,
+    benchmark:
+        LM_PAPER_RES + "/benchmarks/select/{lm_model}_{lm_task}_{lm_variant}_round{sel_round}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} select {input} --out {output} {params.args}"
+
+
+rule lm_paper_select:
+    """The selection over the grid as grown by its rounds."""
+    input:
+        lm_paper_grid_runs,
     output:
         LM_PAPER_RES + "/{lm_model}/{lm_task}/selected/{lm_variant}.json",
+    params:
+        args=lm_paper_select_args,
     benchmark:
         LM_PAPER_RES + "/benchmarks/select/{lm_model}_{lm_task}_{lm_variant}.tsv"
     threads: 1
     resources:
         mem_mb=2000, runtime=15,
     shell:
-        "{HISO} select {input} --out {output} --last {LM_PAPER[select_last]}"
+        "{HISO} select {input} --out {output} {params.args}"
 
 
 rule lm_paper_run:

@@ -5,6 +5,7 @@
 #   model:   the GGUF file converted once into its cached save_pretrained folder
 #   grid:    every variant x lr on the selection seeds            results/pretrained/grid/...
 #   select:  lr per variant on the dev split (`hiso select`)     results/pretrained/selected/...
+#            (a best lr at a grid edge grows the grid beyond it: rounds in results/pretrained/select/)
 #   report:  every variant at its selected lr on the report seeds results/pretrained/{variant}/...
 #   outputs: figures/pretrained_convergence.png, figures/pretrained_h.png,
 #            paper_tables/pretrained.md/.csv, paper_tables/pretrained_lr_selection.md/.csv
@@ -71,17 +72,46 @@ rule pretrained_grid:
         "{HISO} run {PT[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
 
 
-rule pretrained_select:
+def pt_grid_runs(w, rounds=None):
+    """A variant's grid runs after ``rounds`` selection rounds (None: all; workflow/rules/common.smk)."""
+    lrs = grid_lrs(checkpoints.pretrained_select_round, PT_GRID[w.pt_variant], rounds,
+                   pt_variant=w.pt_variant)
+    return expand(PT_RES + "/grid/{v}/lr{lr}/seed{s}/summary.json", v=w.pt_variant, lr=lrs,
+                  s=PT["selection_seeds"])
+
+
+def pt_select_args(w):
+    return select_args(PT_GRID[w.pt_variant], PT["select_last"], PT.get("max_extensions", 2))
+
+
+checkpoint pretrained_select_round:
+    """One selection round on the dev split; its `extend` asks for one more lr beyond an edge."""
     input:
-        lambda w: expand(PT_RES + "/grid/{v}/lr{lr}/seed{s}/summary.json", v=w.pt_variant,
-                         lr=PT_GRID[w.pt_variant], s=PT["selection_seeds"]),
+        lambda w: pt_grid_runs(w, int(w.sel_round)),
     output:
-        PT_RES + "/selected/{pt_variant}.json",
+        PT_RES + "/select/{pt_variant}/round{sel_round}.json",
+    params:
+        args=pt_select_args,
     threads: 1
     resources:
         mem_mb=2000, runtime=15,
     shell:
-        "{HISO} select {input} --out {output} --last {PT[select_last]}"
+        "{HISO} select {input} --out {output} {params.args}"
+
+
+rule pretrained_select:
+    """The selection over the grid as grown by its rounds."""
+    input:
+        pt_grid_runs,
+    output:
+        PT_RES + "/selected/{pt_variant}.json",
+    params:
+        args=pt_select_args,
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} select {input} --out {output} {params.args}"
 
 
 rule pretrained_run:

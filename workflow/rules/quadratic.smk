@@ -54,3 +54,61 @@ rule quadratic_demo_report:
 
 
 ALL_OUTPUTS += publish(rules.quadratic_demo_report)
+
+
+# A run made to diverge (configs/pipeline.yaml, `divergence_check`): its table cell says
+# "diverged" and the pipeline goes on.
+DC = config["divergence_check"]
+
+
+rule divergence_check_run:
+    output:
+        "results/divergence_check/{dc_run}/summary.json",
+    params:
+        sets=lambda w: sets([*DC["set"], *DC["runs"][w.dc_run], f"seed={DC['seed']}",
+                             f"name=divergence-check-{w.dc_run}"]),
+        out=lambda w, output: os.path.dirname(output[0]),
+    benchmark:
+        "results/benchmarks/divergence_check_run/{dc_run}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000, runtime=10,
+    shell:
+        "{HISO} run {DC[config]} --out {params.out} {params.sets} --no-progress --failed-ok"
+
+
+rule divergence_check_aggregate:
+    input:
+        expand("results/divergence_check/{run}/summary.json", run=list(DC["runs"])),
+    output:
+        "results/divergence_check/metrics.csv",
+    benchmark:
+        "results/benchmarks/divergence_check_aggregate.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} aggregate {input} --out {output}"
+
+
+rule divergence_check_report:
+    input:
+        "results/divergence_check/metrics.csv",
+    output:
+        md="paper_tables/divergence_check.md",
+        csv=in_report("paper_tables/divergence_check.csv", "Engine", "divergence_check_table", "table"),
+        tex="paper_tables/divergence_check.tex",
+    params:
+        title="Divergence check on the demo quadratic: "
+        + "; ".join(f"{r} ({', '.join(o)})" for r, o in DC["runs"].items()),
+    benchmark:
+        "results/benchmarks/divergence_check_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} table convergence {input} --out {output.md} --csv {output.csv} "
+        "--title {params.title:q} --tier {TIER}"
+
+
+ALL_OUTPUTS += publish(rules.divergence_check_report)

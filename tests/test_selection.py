@@ -135,6 +135,8 @@ def test_extension_asks_for_one_lr_beyond_the_edge_until_the_cap():
     assert capped["extend"] is None and capped["edge_after_cap"] and capped["extended"] == [0.04, 0.08]
     both = extension([0.0025] + base + [0.04], 0.0025, base, 3)          # grew up, then down
     assert both["extended"] == [0.0025, 0.04] and both["extend"] == 0.00125
+    single = extension([0.005], 0.005, [0.005], 2)                     # one lr: no edge to step from
+    assert single["extend"] is None and not single["edge_after_cap"]
     zero = extension(base, 0.02, base, 0)                               # cap 0: never extends
     assert zero["extend"] is None and zero["edge_after_cap"]
     with pytest.raises(UserError, match="no runs at the base lrs"):

@@ -2,7 +2,8 @@
 #
 #   CPU tier (always): a tiny random OPT built locally (no hub) learns the synthetic task;
 #     HiSo and DeComFL at lrs selected on the dev split (grid on the selection seeds, `hiso
-#     select`), FedZO and FedAvg at fixed lrs -> figures/lm_smoke_convergence.png,
+#     select`; a selection at a grid edge grows the grid, workflow/rules/common.smk), FedZO and
+#     FedAvg at fixed lrs -> figures/lm_smoke_convergence.png,
 #     paper_tables/lm_smoke.md/.csv, paper_tables/lm_smoke_lr_selection.md/.csv
 #   Paper grid (`--config tier=paper`, GPUs + hub or a populated HF_HOME): OPT-125M..2.7B x
 #     {SST-2, QQP, SQuAD} x {HiSo, DeComFL, MeZO, FedZO, FedAvg, FedAdam}, DeComFL's SuperGLUE

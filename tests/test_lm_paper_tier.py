@@ -71,6 +71,7 @@ def test_every_cell_has_its_lr_selection_then_report_runs(dry_run):
     counts = dict(re.findall(r"^(lm_paper_\w+)\s+(\d+)$", stdout, flags=re.M))
     assert int(counts["lm_paper_grid"]) == sum(grid.values())
     assert int(counts["lm_paper_select"]) == len(cells)
+    assert int(counts["lm_paper_select_round"]) == len(cells)  # the first round; more at an edge
     assert int(counts["lm_paper_run"]) == sum(report.values())
 
 

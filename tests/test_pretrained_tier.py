@@ -29,6 +29,8 @@ def test_dry_run_lists_grid_selection_and_report_runs_for_every_method():
     grid = sum(len(v["lrs"]) for v in variants.values()) * len(tier["selection_seeds"])
     assert counts == {"pretrained_model": "1", "pretrained_grid": str(grid),
                       "pretrained_select": str(len(variants)),
+                      # the first selection round (a checkpoint: a grid at its edge grows later)
+                      "pretrained_select_round": str(len(variants)),
                       "pretrained_run": str(len(variants) * len(tier["report_seeds"])),
                       "pretrained_aggregate": "1", "pretrained_report": "1", "pretrained_all": "1"}
     assert len(tier["report_seeds"]) >= 2

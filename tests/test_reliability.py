@@ -686,6 +686,75 @@ def test_failed_ok_lets_a_pipeline_go_on_and_readers_take_the_failed_run(tmp_pat
     assert json.loads((bad / "summary.json").read_text())["status"] == "ok"
 
 
+QUAD = {"name": "quadratic", "seed": 0,
+        "task": {"name": "quadratic", "dim": 2000, "spectrum": {"kind": "lognormal_condition", "condition": 10.0}},
+        "method": {"name": "decomfl", "lr": 0.0007, "mu": 0.00001, "perturbations": 5},
+        "federation": {"clients": 6, "sampled": 2, "local_steps": 1, "rounds": 600},
+        "eval": {"every": 50}}
+
+
+def _pipeline(wd: Path, *extra: str) -> list[str]:
+    """The engine demo's table (configs/pipeline.yaml's quadratic_demo, 2 methods x 2 seeds of a
+    smaller quadratic) in the work directory ``wd``, which holds a link to configs/."""
+    if not (wd / "configs").exists():
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / "configs").symlink_to(ROOT / "configs")
+        write_cfg(wd / "quad.yaml", QUAD)
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd),
+            "--cores", "2", "paper_tables/quadratic_demo.csv", *extra, "--config",
+            "quadratic_demo={config: quad.yaml, seeds: [0, 1], methods: {decomfl: [], hiso: [method.nu=0.95]}}"]
+
+
+PIPE_RUNS = [f"results/quadratic_demo/{m}/seed{s}" for m in ("decomfl", "hiso") for s in (0, 1)]
+
+
+@pytest.mark.heavy
+def test_snakemake_pipeline_killed_mid_way_and_rerun_gives_the_uninterrupted_outputs(tmp_path):
+    """SIGKILL to the whole process group of a running pipeline (snakemake and its `hiso run`
+    jobs) at a random round of a random run; `snakemake --unlock`, then the same target with
+    --rerun-incomplete: every run's hash, ledger and history, the aggregated metrics (less wall
+    seconds) and the table equal an uninterrupted pipeline's."""
+    pytest.importorskip("snakemake")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ref, wd = tmp_path / "ref", tmp_path / "killed"
+    p = subprocess.run(_pipeline(ref), env=env, capture_output=True, text=True, timeout=3600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rng = random.Random(12)
+    victim, at = wd / rng.choice(PIPE_RUNS) / "history.jsonl", rng.randint(1, QUAD["federation"]["rounds"] // 2)
+    proc = subprocess.Popen(_pipeline(wd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 3600
+    while not (victim.exists() and len(victim.read_text().splitlines()) >= at):
+        assert proc.poll() is None, f"pipeline ended before the kill: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [r for r in PIPE_RUNS if (wd / r / "summary.json").exists()]
+    started = [r for r in PIPE_RUNS if (wd / r / "history.jsonl").exists()]
+    assert len(done) < len(PIPE_RUNS) and not (wd / "paper_tables/quadratic_demo.csv").exists()
+    unlock = subprocess.run(_pipeline(wd, "--unlock"), env=env, capture_output=True, text=True, timeout=600)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    again = subprocess.run(_pipeline(wd, "--rerun-incomplete"), env=env, capture_output=True, text=True,
+                           timeout=3600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for r in PIPE_RUNS:
+        got, want = (json.loads((d / r / "summary.json").read_text()) for d in (wd, ref))
+        assert got["params_sha256"] == want["params_sha256"] and got["status"] == "ok", r
+        for name in ("ledger.csv", "history.jsonl"):
+            assert (wd / r / name).read_bytes() == (ref / r / name).read_bytes(), (r, name)
+    import pandas as pd
+
+    metrics = [pd.read_csv(d / "results/quadratic_demo/metrics.csv").drop(columns="wall_seconds")
+               for d in (wd, ref)]
+    pd.testing.assert_frame_equal(*metrics)
+    for table in ("paper_tables/quadratic_demo.csv", "paper_tables/quadratic_demo.md"):
+        assert (wd / table).read_bytes() == (ref / table).read_bytes(), table
+    print(f"\nsnakemake killed at round {at} of {victim.parent.relative_to(wd)}: {len(done)} runs done, "
+          f"{len(started) - len(done)} killed mid-run, {len(PIPE_RUNS) - len(started)} not started; "
+          f"rerun gave the uninterrupted hashes and tables")
+
+
 # -- 7. offline text data without the offline variables ---------------------------------------
 def test_text_data_without_offline_variables_loads_or_fails_within_seconds(tmp_path):
     """A fresh interpreter with no HF_*_OFFLINE set: local files load, a missing hub data set is a

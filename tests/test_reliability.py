@@ -750,6 +750,8 @@ def test_snakemake_pipeline_killed_mid_way_and_rerun_gives_the_uninterrupted_out
     pd.testing.assert_frame_equal(*metrics)
     for table in ("paper_tables/quadratic_demo.csv", "paper_tables/quadratic_demo.md"):
         assert (wd / table).read_bytes() == (ref / table).read_bytes(), table
+    n_files, _, failures = check_tree(wd / "results")  # and every JSON file parses strictly
+    assert failures == [] and n_files == 3 * len(PIPE_RUNS), (n_files, failures)
     print(f"\nsnakemake killed at round {at} of {victim.parent.relative_to(wd)}: {len(done)} runs done, "
           f"{len(started) - len(done)} killed mid-run, {len(PIPE_RUNS) - len(started)} not started; "
           f"rerun gave the uninterrupted hashes and tables")

@@ -102,11 +102,11 @@ def _dispatch(args) -> int:
 
 
 def _recorded_failure(out: Path) -> bool:
-    import json
+    from . import io
 
     try:
-        return json.loads((out / "summary.json").read_text()).get("status") == "failed"
-    except (OSError, ValueError, AttributeError):
+        return io.load_json(out / "summary.json").get("status") == "failed"
+    except (OSError, UserError):
         return False
 
 

@@ -82,10 +82,26 @@ def read_jsonl(path: Path | str) -> list[dict]:
     return out
 
 
-def load_json(path: Path | str) -> Any:
-    """A JSON file the project wrote, non-finite values restored (see :func:`strict`)."""
-    obj = json.loads(Path(path).read_text())
-    return restore_non_finite(obj) if isinstance(obj, dict) else obj
+def load_json(path: Path | str, remedy: str | None = None) -> dict:
+    """A JSON object the project wrote, non-finite values restored (see :func:`strict`). A
+    damaged one is a UserError naming the file, followed by ``remedy`` (what to do) if given."""
+    return restore_non_finite(read_mapping(path, json.loads, "a JSON object", remedy))
+
+
+def read_mapping(path: Path | str, parse, what: str, remedy: str | None = None,
+                 errors: tuple[type[Exception], ...] = ()) -> dict:
+    """``parse`` (e.g. ``json.loads``) of a file the project wrote, which must be a mapping: a
+    file that is not UTF-8, does not parse (ValueError or one of ``errors``) or holds something
+    else is a UserError "PATH: damaged (not WHAT); REMEDY". A missing file is an OSError."""
+    from .errors import UserError
+
+    try:
+        obj = parse(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, *errors):
+        obj = None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: damaged (not {what})" + (f"; {remedy}" if remedy else ""))
+    return obj
 
 
 def dumps_line(obj: Any) -> str:

@@ -47,18 +47,7 @@ def make_run_dir(out: Path) -> None:
         raise UserError(f"{out}: run directory is not writable")
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object the project wrote; a damaged one is a UserError naming it."""
-    import json
-
-    try:
-        obj = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        obj = None
-    if not isinstance(obj, dict):
-        raise UserError(f"{path}: damaged (not a JSON object); delete it and rerun to resume "
-                        f"the run from its history")
-    return io.restore_non_finite(obj)
+DAMAGED_SUMMARY = "delete it and rerun to resume the run from its history"
 
 
 def check_run_dir(out: Path, resolved: Resolved) -> str:
@@ -74,20 +63,16 @@ def check_run_dir(out: Path, resolved: Resolved) -> str:
         return "new"
     import yaml
 
-    try:
-        old = yaml.safe_load(cfg_path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, yaml.YAMLError):
-        old = None
-    if not isinstance(old, dict):
-        raise UserError(f"{cfg_path}: damaged (not the YAML mapping a run writes); the run it "
-                        f"belonged to cannot be identified: use another --out")
+    old = io.read_mapping(cfg_path, yaml.safe_load, "the YAML mapping a run writes",
+                          "the run it belonged to cannot be identified: use another --out",
+                          errors=(yaml.YAMLError,))
     new = resolved.to_dict()
     if old != new:
         diff = _first_difference(old, new)
         raise UserError(f"{out}: holds a run of another config (differs at {diff}); "
                         f"use another --out")
     summary = out / SUMMARY
-    if summary.exists() and read_json(summary).get("status") in ("ok", "diverged"):
+    if summary.exists() and io.load_json(summary, DAMAGED_SUMMARY).get("status") in ("ok", "diverged"):
         return "done"
     return "resume"
 
@@ -173,7 +158,7 @@ class Run:
 
     def _done(self) -> dict:
         print(f"{self.out}: finished run with this config; nothing to do", file=sys.stderr)
-        return read_json(self.out / SUMMARY)
+        return io.load_json(self.out / SUMMARY, DAMAGED_SUMMARY)
 
     def _record_failure(self, task, fed, exc: BaseException) -> None:
         import traceback

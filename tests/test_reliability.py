@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from hiso.config import resolve
+from hiso.jsoncheck import check_tree, loads_strict
 from hiso.runner import Run
 
 from helpers import config
@@ -143,6 +145,8 @@ def _kill_cfg(method: str, mode: str) -> dict:
                     "federation.local_steps": 2, "method.name": method})
     if method in ("fedavg", "fedadam", "fedzo", "mezo"):
         cfg["method"] = {"name": method, "lr": 1e-3}
+    # steps at which all 120 rounds run (status ok): at the shared 2e-3 these two diverge
+    cfg["method"]["lr"] = {"decomfl": 2e-4, "zo_momentum": 5e-5}.get(method, cfg["method"]["lr"])
     return cfg
 
 
@@ -158,26 +162,55 @@ ALL = [(m, mode) for m in ("hiso", "decomfl", "zo_momentum", "mezo") for mode in
 @pytest.mark.heavy
 @pytest.mark.parametrize("method,mode", ALL)
 def test_kill9_ten_times_bit_identical(tmp_path, method, mode):
-    _kill_and_resume(tmp_path, _kill_cfg(method, mode), random.Random(11), 10)
+    """Ten runs, each SIGKILLed one to three times at random CPU-time points (tests/forkrun.py)
+    and rerun until it finishes: every one ends with the uninterrupted run's parameter hash,
+    byte counts, ledger and history."""
+    import forkrun
+
+    rng = random.Random(f"{method}/{mode}")
+    cfg = _kill_cfg(method, mode)
+    path = write_cfg(tmp_path / "c.yaml", cfg)
+    log = tmp_path / "log"
+    args = ["run", str(path), "--no-progress", "--out"]
+    assert forkrun.hiso([*args, tmp_path / "ref"], log, cpu_file=tmp_path / "cpu") == 0, log.read_text()
+    cpu = float((tmp_path / "cpu").read_text())
+    ref = json.loads((tmp_path / "ref/summary.json").read_text())
+    points = []  # (rounds in history, evaluations in metrics) at each kill
+    for i in range(10):
+        out = tmp_path / f"k{i}"
+        target, kills, limit = rng.randint(1, 3), 0, cpu
+        while kills < target:
+            code = forkrun.hiso([*args, out], log, kill_after_cpu=rng.uniform(0.001, 1.0) * limit)
+            assert code in (0, -signal.SIGKILL), log.read_text()
+            if not kills and (out / "summary.json").exists():
+                shutil.rmtree(out)  # the first try outlived its kill point: again, earlier
+                limit /= 2
+                continue
+            if code == 0:
+                break  # a later try outlived its kill point: the run is done
+            kills += 1
+            points.append(tuple(len((out / f).read_text().splitlines()) if (out / f).exists() else -1
+                                for f in ("history.jsonl", "metrics.jsonl")))
+        assert forkrun.hiso([*args, out], log) == 0, log.read_text()
+        got = json.loads((out / "summary.json").read_text())
+        assert got["status"] == "ok" and got["params_sha256"] == ref["params_sha256"], (i, points)
+        assert got["bytes_up"] == ref["bytes_up"] and got["bytes_down"] == ref["bytes_down"]
+        for name in ("ledger.csv", "history.jsonl"):
+            assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), (i, name)
+        m_ref = [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
+                 for x in (tmp_path / "ref/metrics.jsonl").read_text().splitlines()]
+        m_got = [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}
+                 for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert m_got == m_ref, i
+    # the points fell in the run, not only in its start: most after its first record
+    first_record = 1 if method in ("fedavg", "fedadam", "fedzo") else 0  # metrics or history
+    mid = [pt for pt in points if pt[first_record] > 0]
+    assert len(mid) >= len(points) // 3, points
+    print(f"\n{method}/{mode}: 10/10 bit-identical after {len(points)} kills at (history lines, "
+          f"metrics lines) {sorted(points)}; an uninterrupted run took {cpu:.2f} CPU s")
 
 
 # -- 3. strict JSON -------------------------------------------------------------------------------
-def _reject(token):
-    raise ValueError(f"non-standard JSON constant {token}")
-
-
-def strict_parse_tree(root: Path) -> int:
-    """json.loads every .json file and every .jsonl line under root, rejecting NaN/Infinity."""
-    n = 0
-    for p in sorted(root.rglob("*.json*")):
-        text = p.read_text()
-        docs = text.splitlines() if p.suffix == ".jsonl" else [text]
-        for doc in docs:
-            json.loads(doc, parse_constant=_reject)
-            n += 1
-    return n
-
-
 def test_every_json_written_parses_strictly_even_with_non_finite_values(tmp_path, monkeypatch):
     from hiso.tasks.quadratic import QuadraticTask
 
@@ -196,9 +229,21 @@ def test_every_json_written_parses_strictly_even_with_non_finite_values(tmp_path
     assert blown["status"] == "diverged" and "written as null" in blown["reason"]
     lines = (root / "blown/metrics.jsonl").read_text().splitlines()
     assert "NaN" not in (root / "blown/summary.json").read_text()
-    last = json.loads(lines[-1], parse_constant=_reject)
+    last = loads_strict(lines[-1])
     assert last["non_finite"] and all(last[k] is None for k in last["non_finite"])
-    assert strict_parse_tree(root) > 40
+    n_files, n_docs, failures = check_tree(root)
+    assert failures == [] and n_files == 8 * 3 and n_docs > 40
+    # the script the pipeline's tree is checked with: counts, and every failure named
+    (root / "bad").mkdir()
+    (root / "bad/summary.json").write_text('{"final_metric": NaN}')
+    (root / "bad/metrics.jsonl").write_text('{"round": 0}\n{"round": 1, "f": -Infinity}\n{"round": 2}\n')
+    p = subprocess.run([sys.executable, "-m", "hiso.jsoncheck", str(root)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 1, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert lines[:2] == [f"{root}/bad/metrics.jsonl:2: non-standard JSON constant -Infinity",
+                         f"{root}/bad/summary.json: non-standard JSON constant NaN"], lines
+    assert lines[2] == f"{n_files + 2} JSON files ({n_docs + 2} documents) under {root}: 2 failures"
 
 
 def test_non_finite_history_scalars_round_trip_exactly():
@@ -206,7 +251,7 @@ def test_non_finite_history_scalars_round_trip_exactly():
 
     rec = {"round": 3, "scalars": [[1.5, float("inf")], [float("nan"), -float("inf")]], "train_loss": 2.0}
     line = io.dumps_line(rec)
-    json.loads(line, parse_constant=_reject)
+    loads_strict(line)
     back = io.restore_non_finite(json.loads(line))
     assert back["scalars"][0] == [1.5, float("inf")] and back["scalars"][1][1] == -float("inf")
     assert back["scalars"][1][0] != back["scalars"][1][0]
@@ -518,6 +563,65 @@ def test_full_disk_one_line_then_resume_gives_the_uninterrupted_hash(tmp_path, c
     assert (out / "history.jsonl").read_bytes() == (tmp_path / "ref/history.jsonl").read_bytes()
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs mounted for the test (root only; skipped where mounting is refused)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _pages(path: Path) -> int:
+    """Bytes a directory's files take on a tmpfs (whole 4 KiB pages)."""
+    return sum(-(-p.stat().st_size // 4096) * 4096 for p in path.rglob("*") if p.is_file())
+
+
+@pytest.mark.heavy
+def test_a_real_full_filesystem_mid_run_then_space_freed_resumes_to_the_uninterrupted_hash(tmp_path, small_tmpfs):
+    """A real ENOSPC (a 1 MiB tmpfs, a filler file leaving the run half the space its outputs
+    take): one line, exit 1, no traceback; delete the filler and the same command finishes with
+    the uninterrupted run's hash, ledger, history and metrics."""
+    cfg = config(**{"federation.rounds": 400, "eval.every": 20, "method.perturbations": 8})
+    path = write_cfg(tmp_path / "c.yaml", cfg)
+    ref = run(cfg, tmp_path / "ref")
+    need = _pages(tmp_path / "ref") + 4096  # + the lock file
+    assert need > 6 * 4096, need  # room for "half" to fall mid-run
+    st = os.statvfs(small_tmpfs)
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - need // 2))
+    out = small_tmpfs / "run"
+    args = ["run", str(path), "--out", str(out), "--no-progress"]
+    first = cli(args)
+    _, err = first.communicate(timeout=600)
+    lines = err.strip().splitlines()
+    assert first.returncode == 1, err
+    assert len(lines) == 1 and "No space left on device" in lines[0] and str(out) in lines[0], err
+    assert "Traceback" not in err
+    done = len((out / "history.jsonl").read_text().splitlines())
+    assert 0 < done < cfg["federation"]["rounds"], done  # it stopped mid-run
+    filler.unlink()
+    again = cli(args)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    got = json.loads((out / "summary.json").read_text())
+    assert got["status"] == "ok" and got["params_sha256"] == ref["params_sha256"]
+    for name in ("ledger.csv", "history.jsonl"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    strip = lambda d: [{k: v for k, v in json.loads(x).items() if k != "wall_seconds"}  # noqa: E731
+                       for x in (d / "metrics.jsonl").read_text().splitlines()]
+    assert strip(out) == strip(tmp_path / "ref")
+    print(f"\nfull tmpfs: stopped after {done}/{cfg['federation']['rounds']} rounds with: {lines[0]}")
+
+
 def test_a_crash_is_recorded_as_failed_one_line_exit_1_and_a_rerun_retries(tmp_path, capsys, monkeypatch):
     from hiso.cli import main
     from hiso.protocol import ZOFederation
@@ -536,7 +640,7 @@ def test_a_crash_is_recorded_as_failed_one_line_exit_1_and_a_rerun_retries(tmp_p
     assert main(["run", str(path), "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "simulated crash second line" in err, err
-    s = json.loads((out / "summary.json").read_text(), parse_constant=_reject)
+    s = loads_strict((out / "summary.json").read_text())
     assert s["status"] == "failed" and "RuntimeError: simulated crash" in s["error"]
     assert "Traceback" in s["traceback"] and s["rounds"] == 5
     monkeypatch.setattr(ZOFederation, "run_round", real)
@@ -582,6 +686,77 @@ def test_failed_ok_lets_a_pipeline_go_on_and_readers_take_the_failed_run(tmp_pat
     # rerunning it by hand retries it
     assert main(["run", str(path), "--out", str(bad), "--no-progress", "--set", "seed=5"]) == 0
     assert json.loads((bad / "summary.json").read_text())["status"] == "ok"
+
+
+QUAD = {"name": "quadratic", "seed": 0,
+        "task": {"name": "quadratic", "dim": 2000, "spectrum": {"kind": "lognormal_condition", "condition": 10.0}},
+        "method": {"name": "decomfl", "lr": 0.0007, "mu": 0.00001, "perturbations": 5},
+        "federation": {"clients": 6, "sampled": 2, "local_steps": 1, "rounds": 600},
+        "eval": {"every": 50}}
+
+
+def _pipeline(wd: Path, *extra: str) -> list[str]:
+    """The engine demo's table (configs/pipeline.yaml's quadratic_demo, 2 methods x 2 seeds of a
+    smaller quadratic) in the work directory ``wd``, which holds a link to configs/."""
+    if not (wd / "configs").exists():
+        wd.mkdir(parents=True, exist_ok=True)
+        (wd / "configs").symlink_to(ROOT / "configs")
+        write_cfg(wd / "quad.yaml", QUAD)
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(wd),
+            "--cores", "2", "paper_tables/quadratic_demo.csv", *extra, "--config",
+            "quadratic_demo={config: quad.yaml, seeds: [0, 1], methods: {decomfl: [], hiso: [method.nu=0.95]}}"]
+
+
+PIPE_RUNS = [f"results/quadratic_demo/{m}/seed{s}" for m in ("decomfl", "hiso") for s in (0, 1)]
+
+
+@pytest.mark.heavy
+def test_snakemake_pipeline_killed_mid_way_and_rerun_gives_the_uninterrupted_outputs(tmp_path):
+    """SIGKILL to the whole process group of a running pipeline (snakemake and its `hiso run`
+    jobs) at a random round of a random run; `snakemake --unlock`, then the same target with
+    --rerun-incomplete: every run's hash, ledger and history, the aggregated metrics (less wall
+    seconds) and the table equal an uninterrupted pipeline's."""
+    pytest.importorskip("snakemake")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ref, wd = tmp_path / "ref", tmp_path / "killed"
+    p = subprocess.run(_pipeline(ref), env=env, capture_output=True, text=True, timeout=3600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rng = random.Random(12)
+    victim, at = wd / rng.choice(PIPE_RUNS) / "history.jsonl", rng.randint(1, QUAD["federation"]["rounds"] // 2)
+    proc = subprocess.Popen(_pipeline(wd), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 3600
+    while not (victim.exists() and len(victim.read_text().splitlines()) >= at):
+        assert proc.poll() is None, f"pipeline ended before the kill: {proc.stderr.read()[-3000:]}"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = [r for r in PIPE_RUNS if (wd / r / "summary.json").exists()]
+    started = [r for r in PIPE_RUNS if (wd / r / "history.jsonl").exists()]
+    assert len(done) < len(PIPE_RUNS) and not (wd / "paper_tables/quadratic_demo.csv").exists()
+    unlock = subprocess.run(_pipeline(wd, "--unlock"), env=env, capture_output=True, text=True, timeout=600)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    again = subprocess.run(_pipeline(wd, "--rerun-incomplete"), env=env, capture_output=True, text=True,
+                           timeout=3600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    for r in PIPE_RUNS:
+        got, want = (json.loads((d / r / "summary.json").read_text()) for d in (wd, ref))
+        assert got["params_sha256"] == want["params_sha256"] and got["status"] == "ok", r
+        for name in ("ledger.csv", "history.jsonl"):
+            assert (wd / r / name).read_bytes() == (ref / r / name).read_bytes(), (r, name)
+    import pandas as pd
+
+    metrics = [pd.read_csv(d / "results/quadratic_demo/metrics.csv").drop(columns="wall_seconds")
+               for d in (wd, ref)]
+    pd.testing.assert_frame_equal(*metrics)
+    for table in ("paper_tables/quadratic_demo.csv", "paper_tables/quadratic_demo.md"):
+        assert (wd / table).read_bytes() == (ref / table).read_bytes(), table
+    n_files, _, failures = check_tree(wd / "results")  # and every JSON file parses strictly
+    assert failures == [] and n_files == 3 * len(PIPE_RUNS), (n_files, failures)
+    print(f"\nsnakemake killed at round {at} of {victim.parent.relative_to(wd)}: {len(done)} runs done, "
+          f"{len(started) - len(done)} killed mid-run, {len(PIPE_RUNS) - len(started)} not started; "
+          f"rerun gave the uninterrupted hashes and tables")
 
 
 # -- 7. offline text data without the offline variables ---------------------------------------

@@ -141,3 +141,48 @@ def test_runs_end_to_end_and_replays(tmp_path):
     for rec in map(json.loads, (tmp_path / "run" / "history.jsonl").read_text().splitlines()):
         fed.replay(rec["round"], rec["seed"], rec["clients"], rec["scalars"])
     assert params_sha256(fed.params) == summary["params_sha256"]
+
+
+def test_catchup_and_large_federation_report(tmp_path):
+    """`hiso catchup` counts the downlink of k missed rounds; `hiso largefed report` writes its
+    tables and figures and HiSo's advantage over DeComFL, paired by seed."""
+    import pandas as pd
+
+    from hiso.catchup import measure
+    from hiso.cli import main as cli_main
+    from hiso.report import large_federation as lf
+
+    runs = []
+    for method in ("hiso", "decomfl"):
+        cfg = run_config()
+        cfg["name"] = method
+        cfg["method"]["name"] = method
+        if method == "decomfl":
+            cfg["method"] = {k: v for k, v in cfg["method"].items() if k in ("name", "lr", "mu", "perturbations")}
+        out = tmp_path / method
+        Run(resolve(cfg), out, progress=False).execute()
+        runs.append(str(out))
+    rows = measure(runs[0], [1, 4, 6, 99], repeats=1)
+    assert [r["rounds_away"] for r in rows] == [1, 4, 6]  # 99 > the run's 6 rounds: skipped
+    # header (round, seed, first missed, count) + per round a seed and tau x P float32 scalars
+    assert [r["bytes_down"] for r in rows] == [20 + k * (8 + 4 * 2) for k in (1, 4, 6)]
+    assert all(r["model_bytes"] == 4 * 1386 and r["replay_seconds"] > 0 for r in rows)
+
+    cu = tmp_path / "catchup.csv"
+    assert cli_main(["catchup", runs[0], "--rounds-away", "1", "4", "--out", str(cu)]) == 0
+    rc = cli_main(["largefed", "report", *runs, "--catchup", str(cu), "--reach", "synthetic_clf=0.05",
+                   "--figures", str(tmp_path / "fig"), "--tables", str(tmp_path / "tab")])
+    assert rc == 0
+    for name in ("fig_rounds", "fig_bytes", "fig_catchup"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 0 and (tmp_path / f"{name}.pdf").is_file()
+    tab = pd.read_csv(tmp_path / "tab.csv")
+    finals = {m: json.loads((tmp_path / m / "summary.json").read_text())["final_metrics"]["accuracy"]
+              for m in ("hiso", "decomfl")}
+    h = tab[tab["method"] == "hiso"].iloc[0]
+    assert h["clients"] == 50 and h["sampled"] == 5 and h["lr"] == 0.02
+    assert h["hiso_minus_decomfl_accuracy"] == pytest.approx(finals["hiso"] - finals["decomfl"], abs=1e-4)
+    assert h["rounds_to_target"] == 0  # every run starts above 5%
+    assert "alpha" in (tmp_path / "tab.md").read_text()
+    assert len(pd.read_csv(tmp_path / "tab_catchup.csv")) == 2
+    with pytest.raises(UserError, match="--reach"):
+        lf.parse_reach(["synthetic_clf"])

@@ -132,8 +132,14 @@ CATCHUP_COLS = ["task", "method", "num_params", "rounds_away", "bytes_down", "mo
                 "replay_seconds", "replay_seconds_per_round", "threads"]
 
 
+def _csv_cell(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"  # empty: not applicable or never reached
+    return str(v).replace(",", ";")
+
+
 def _csv(header, body) -> str:
-    return "\n".join([",".join(header)] + [",".join(_fmt(c).replace(",", ";") for c in r) for r in body]) + "\n"
+    return "\n".join([",".join(header)] + [",".join(map(_csv_cell, r)) for r in body]) + "\n"
 
 
 def write_tables(table, factors, catchup, prefix: str, grid: str, tier) -> None:

@@ -68,7 +68,9 @@ def measure(run_dir: str | Path, ks: list[int], repeats: int = 3) -> list[dict]:
 
 def add_commands(sub) -> None:
     c = sub.add_parser("catchup", help="bytes and replay seconds for a client k rounds away",
-                       description=__doc__.splitlines()[2].strip() if __doc__ else None)
+                       description="For a finished scalar-only run: per k rounds away, the bytes "
+                                   "of the downlink holding the k missed rounds (beside the float32 "
+                                   "model) and the seconds its replay takes; one CSV row per k.")
     c.add_argument("run", help="a finished scalar-only run directory (or a pack)")
     c.add_argument("--rounds-away", type=int, nargs="+", default=[1, 10, 100, 1000],
                    help="k values (default 1 10 100 1000; those beyond the run's rounds are skipped)")

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     from . import experiments; experiments.add_commands(sub)  # noqa: E702 (hiso theory ...)
     from .deploy.flower import local; local.add_commands(sub)  # noqa: E702 (hiso flower ...)
     from . import export; export.add_commands(sub)  # noqa: E702 (hiso export, hiso pack)
+    from . import catchup; catchup.add_commands(sub)  # noqa: E702 (hiso catchup)
     return p
 
 

@@ -145,14 +145,19 @@ def _task_and_method(resolved):
     return task, method
 
 
+def resolved_task_and_method(src: Source, model: str | None = None):
+    """(resolved config, task, method) a source's run was made with."""
+    resolved = _resolved(src, model)
+    return (resolved, *_task_and_method(resolved))
+
+
 def rebuild(src: Source, model: str | None = None):
     """(task, final parameters) of ``src``; raises UserError unless they hash as recorded."""
     from .optimizers.base import ScalarOptimizer
     from .protocol import ZOFederation, round_seed
     from .zo import params_sha256
 
-    resolved = _resolved(src, model)
-    task, method = _task_and_method(resolved)
+    resolved, task, method = resolved_task_and_method(src, model)
     if src.final_file is not None:
         params = io.read_tensors(src.final_file)
         shapes = [tuple(p.shape) for p in task.init_params()]

@@ -9,7 +9,8 @@ of one per tensor, a sizeable share of a ZO step's cost for a model this small).
 
 * ``cnn``: conv3x3(c1) - ReLU - maxpool2 - conv3x3(c2) - ReLU - maxpool2 - linear(classes).
   With 8x8 inputs and (c1, c2) = (8, 16) it has 1,898 parameters; with 28x28 MNIST 9,098.
-* ``mlp``: flatten - linear(hidden) - ReLU - linear(classes).
+* ``mlp``: flatten - linear(hidden) - ReLU - linear(classes). With ``features`` > 0 its input
+  is a feature vector of that width instead of an image (the synthetic classification task).
 
 Convolutions run with oneDNN switched off (:func:`plain_cpu_kernels`): on these tiny inputs
 PyTorch's native kernels are about twice as fast, and one fixed backend keeps the arithmetic the
@@ -50,6 +51,7 @@ class Arch:
     classes: int = 10
     channels: tuple[int, int] = (8, 16)
     hidden: int = 32
+    features: int = 0       # mlp only: input width; 0: image_size ** 2
 
     def __post_init__(self):
         if self.kind not in ("cnn", "mlp"):
@@ -61,7 +63,7 @@ class Arch:
     def shapes(self) -> list[tuple[int, ...]]:
         s, k = self.image_size, self.classes
         if self.kind == "mlp":
-            return [(self.hidden, s * s), (self.hidden,), (k, self.hidden), (k,)]
+            return [(self.hidden, self.features or s * s), (self.hidden,), (k, self.hidden), (k,)]
         c1, c2 = self.channels
         flat = c2 * (s // 4) ** 2
         return [(c1, 1, 3, 3), (c1,), (c2, c1, 3, 3), (c2,), (k, flat), (k,)]

@@ -11,6 +11,7 @@ Where each output is made:
 * :mod:`.digits`      the digits check's tables and figures (``hiso digits table|figure``)
 * :mod:`.theory`, :mod:`.theory_figures`  the theory verdict table and figures
   (``hiso theory report``; the analyses live beside the experiments in :mod:`hiso.experiments`)
+* :mod:`.large_federation` the large-federation study (``hiso largefed report``)
 * :mod:`.diagnostics` HiSo's H beside the metric (``hiso figure-diagnostics``)
 * :mod:`.manifest`    the ``reproduce-all`` manifest with provenance (``hiso manifest``)
 * :mod:`.cli`         the subcommands' arguments

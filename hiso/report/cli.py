@@ -85,6 +85,19 @@ def add_commands(sub) -> None:
                    help="only these methods (default: every method that logged H)")
     p.set_defaults(handler=_lazy("diagnostics", "cmd_figure_diagnostics"))
 
+    lf = sub.add_parser("largefed", help="the large-federation study's tables and figures")
+    lsub = lf.add_subparsers(dest="largefed_command", required=True)
+    r = lsub.add_parser("report", help="tables and figures from the report run directories")
+    r.add_argument("runs", nargs="+", help="run directories (or their summary.json)")
+    r.add_argument("--catchup", default=None, help="the CSV written by `hiso catchup`")
+    r.add_argument("--reach", nargs="*", default=[], metavar="TASK=ACC",
+                   help="target eval accuracy per task, for rounds and bytes to target")
+    r.add_argument("--grid", default="reduced", help="the grid's name, for the titles")
+    r.add_argument("--figures", required=True, help="figure prefix (_rounds, _bytes, _catchup: .png + .pdf)")
+    r.add_argument("--tables", required=True, help="table prefix (.md/.csv/.tex, and _catchup.*)")
+    r.add_argument("--tier", default=None, help="the pipeline tier, named in the tables' footer")
+    r.set_defaults(handler=_lazy("large_federation", "cmd_report"))
+
 
 def add_digits_commands(dsub) -> None:
     """``hiso digits table|figure`` (``hiso digits run``: :mod:`hiso.digits_cli`)."""

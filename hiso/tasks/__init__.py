@@ -6,11 +6,13 @@ from .base import Task
 from .quadratic import QuadraticTask
 from .digits import DigitsTask
 from .lm import LMTask
+from .synthetic_clf import SyntheticClfTask
 
 TASKS: dict[str, type[Task]] = {
     QuadraticTask.name: QuadraticTask,
     DigitsTask.name: DigitsTask,
     LMTask.name: LMTask,
+    SyntheticClfTask.name: SyntheticClfTask,
 }
 
 

@@ -21,6 +21,7 @@ include: "workflow/rules/lm.smk"
 include: "workflow/rules/flower.smk"  # not in reproduce-all (needs the flower extra)
 include: "workflow/rules/pretrained.smk"
 include: "workflow/rules/diagnostics.smk"
+include: "workflow/rules/hiso_block.smk"  # issue 15; not in reproduce-all
 
 
 rule reproduce_all:

@@ -1,6 +1,6 @@
 # issue #15: hiso_block against HiSo, hiso_scalar and DeComFL (configs/pipeline.yaml `hiso_block`).
 #   quadratics: the block experiment in the engine (theory.smk, `theory_blocks`) and its reduced
-#               simulation at d up to 1e5 (`hiso theory run blocks_scale`, hiso/experiments/blockscale.py)
+#               simulation at d up to 1e5 (`hiso theory run blocks_scale`, hiso/experiments/blocks_scale.py)
 #   digits:     the digits check's machinery (grid on the selection seeds, `hiso select` on the
 #               dev split, report seeds at the selected lr) on a shorter budget
 #   outputs:    paper_tables/hiso_block_digits.md/.csv/.tex, figures/hiso_block_digits.png,
@@ -79,3 +79,39 @@ rule hb_digits_aggregate:
         mem_mb=2000, runtime=15,
     shell:
         "{HISO} aggregate {input} --out {output}"
+
+
+rule hiso_block_report:
+    """Issue #15's verdict table (every PASS/FAIL row: reduced block quadratics up to d = 1e5,
+    digits per round and per forward pass) and figures."""
+    input:
+        cfg=TH_CFG,
+        scale=TH_RES + "/blocks_scale",
+        digits=HBD_RES + "/metrics.csv",
+    output:
+        md="paper_tables/hiso_block.md",
+        csv="paper_tables/hiso_block.csv",
+        tex="paper_tables/hiso_block.tex",
+        scale_fig="figures/hiso_block_scale.png",
+        scale_pdf="figures/hiso_block_scale.pdf",
+        digits_fig="figures/hiso_block_digits.png",
+        digits_pdf="figures/hiso_block_digits.pdf",
+    params:
+        names=" ".join(HBD["variants"]),
+    benchmark:
+        "results/benchmarks/hiso_block_report.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} theory block-report --config {input.cfg} --scale {input.scale} "
+        "--compare digits {input.digits} {HBD[baseline]} --md {output.md} --csv {output.csv} "
+        "--figure {output.scale_fig} --tier {TIER} && "
+        "{HISO} digits figure curves {input.digits} --names {params.names} --out {output.digits_fig}"
+
+
+rule hiso_block_all:
+    """Issue #15: `snakemake hiso_block_all --cores 2` (the engine's block experiment, ~90 min,
+    has its own target: `snakemake theory_blocks`)."""
+    input:
+        rules.hiso_block_report.output,

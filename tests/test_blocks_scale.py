@@ -81,9 +81,10 @@ def test_hiso_block_learns_the_block_ranking_and_tracks_the_oracle():
 
 def test_head_tail_problem_keeps_the_oracle_rank_fixed():
     s = bs.Settings(P=10, eps=1e-2)
-    z = [bs.head_tail_blocks(d, 10, 1.0, 1e4, 100, 1e-6).zeta(
-        bs.head_tail_blocks(d, 10, 1.0, 1e4, 100, 1e-6).a + s.eps) for d in (1_000, 100_000)]
-    assert z[1] / z[0] < 1.02
+    ht = [bs.head_tail_blocks(d, 10, 1.0, 1e4, 100, 1e-5) for d in (1_000, 100_000)]
+    z = [p.zeta(p.a + s.eps) for p in ht]
+    assert z[1] / z[0] < 1.0001
+    assert ht[1].n[-1] == 100_000 - 900 and ht[1].a[-1] * ht[1].n[-1] == pytest.approx(1e-5)
     eq = [bs.equal_blocks(d, 10, 1.0, 1e4) for d in (1_000, 100_000)]
     assert eq[1].zeta(eq[1].a + s.eps) / eq[0].zeta(eq[0].a + s.eps) == pytest.approx(100, rel=0.01)
 
@@ -92,7 +93,7 @@ def tiny_config() -> tuple[dict, dict, dict]:
     th = yaml.safe_load((ROOT / "configs/theory.yaml").read_text())
     cfg = dict(th["blocks_scale"])
     cfg.update({"blocks": 4, "hi": 100.0, "perturbations": 4, "tune_seeds": [100], "seeds": [0, 1],
-                "seeds_large": [0], "tune_max_d": 200, "engine_check": None,
+                "seeds_large": [0], "tune_max_d": 200, "engine_check": None, "engine_learned": None,
                 "hiso_block": {**cfg["hiso_block"], "h_init": 100.0}})
     cfg["designs"] = {"equal": {"kind": "equal", "methods": ["hiso_oracle", "hiso_block", "decomfl"],
                                 "dims": {"default": [100, 200, 400], "decomfl": [100, 200]}}}
@@ -117,6 +118,22 @@ def test_experiment_writes_rows_and_verdicts(tmp_path):
     assert top["k"] == res["by"][("equal", "hiso_block")][200]["k"]
     header, rows = bs.markdown_rows(res, cfg["eps"])
     assert len(rows) == 3 + 3 + 2
+    # the report: every verdict row, the reduced runs and a real-task comparison, .md/.csv/.tex
+    from hiso.report.theory import write_blocks_table
+
+    metrics = tmp_path / "metrics.csv"
+    pd.concat([curves("hiso_block", s, 0.003, 11) for s in range(2)]
+              + [curves("hiso", s, 0.002, 6) for s in range(2)]).to_csv(metrics, index=False)
+    md, csv_path = tmp_path / "t.md", tmp_path / "t.csv"
+    out = write_blocks_table({}, common, None, checks, md, csv_path, tmp_path / "f.png",
+                             scale=(cfg, tmp_path), compare=[("toy", metrics, "hiso")])
+    ids = {c.id for c in out}
+    assert {"blocks_scale.equal.flat_in_d", "hiso_block.toy.final", "hiso_block.toy.at_budget"} <= ids
+    text = md.read_text()
+    assert "| equal | hiso_block | 400 |" in text and "FAIL" in text or "PASS" in text
+    assert len(pd.read_csv(csv_path)) == len(out)
+    assert "tabular" in (tmp_path / "t.tex").read_text()
+    assert (tmp_path / "f.png").is_file()
 
 
 def curves(name: str, seed: int, acc_per_round: float, fwd_per_round: int) -> pd.DataFrame:

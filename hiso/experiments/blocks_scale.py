@@ -74,15 +74,16 @@ def equal_blocks(d: int, K: int, lo: float, hi: float) -> Problem:
     return Problem(a, n)
 
 
-def head_tail_blocks(d: int, K: int, lo: float, hi: float, head_size: int, tail_level: float) -> Problem:
+def head_tail_blocks(d: int, K: int, lo: float, hi: float, head_size: int, tail_total: float) -> Problem:
     """K - 1 blocks of ``head_size`` with levels log-spaced in [lo, hi] and one tail block of
-    the remaining d - (K - 1) head_size coordinates at ``tail_level``: the oracle's whitening
-    rank stays about (K - 1) head_size when tail_level << eps, whatever d."""
+    the remaining d - (K - 1) head_size coordinates whose curvatures sum to ``tail_total`` (the
+    dimension sweep's tiny tail): with tail_total << eps the tail adds about tail_total / eps to
+    the oracle's whitening rank, so it stays about (K - 1) head_size whatever d."""
     head = equal_blocks((K - 1) * head_size, K - 1, lo, hi)
     tail = d - (K - 1) * head_size
     if tail < 1:
         raise ValueError(f"d = {d} leaves no tail after {K - 1} blocks of {head_size}")
-    return Problem(np.append(head.a, tail_level), np.append(head.n, float(tail)))
+    return Problem(np.append(head.a, tail_total / tail), np.append(head.n, float(tail)))
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def problem_for(design: dict, d: int, cfg: dict) -> Problem:
     if design["kind"] == "equal":
         return equal_blocks(d, K, lo, hi)
     if design["kind"] == "head_tail":
-        return head_tail_blocks(d, K, lo, hi, int(design["head_size"]), float(design["tail_level"]))
+        return head_tail_blocks(d, K, lo, hi, int(design["head_size"]), float(design["tail_total"]))
     raise ValueError(f"blocks_scale design kind {design['kind']!r}")
 
 
@@ -286,6 +287,9 @@ def run(cfg: dict, common: dict, out: Path) -> None:
     if cfg.get("engine_check"):  # last: the engine is ~1000x slower per round than the reduction
         check = engine_check(cfg, common, out)
         io.atomic_write_json(out / RESULTS, {"experiment": NAME, "rows": rows, "engine_check": check})
+    if cfg.get("engine_learned"):
+        rows += engine_learned(cfg, common, out)
+        io.atomic_write_json(out / RESULTS, {"experiment": NAME, "rows": rows, "engine_check": check})
 
 
 def engine_check(cfg: dict, common: dict, out: Path) -> list[dict]:
@@ -330,7 +334,18 @@ def load(out: Path) -> dict:
     path = Path(out) / RESULTS
     if not path.is_file():
         raise UserError(f"{path}: missing (run `hiso theory run blocks_scale` first)")
-    return json.loads(path.read_text())
+    res = json.loads(path.read_text())
+
+    def rounds(values):  # censored runs are written as null
+        return [math.inf if v is None else float(v) for v in values]
+
+    for r in res["rows"]:
+        r["rounds"] = rounds(r["rounds"])
+        if r.get("tune"):
+            r["tune"] = {k: rounds(v) for k, v in r["tune"].items()}
+    for e in res.get("engine_check", []):
+        e["engine"], e["reduced"] = rounds(e["engine"]), rounds(e["reduced"])
+    return res
 
 
 def _finite_or_nan(values) -> list[float]:
@@ -383,6 +398,8 @@ def analyse(cfg: dict, common: dict, out: Path, checks_cfg: dict) -> dict:
         return (fit.slope, fit.lo, fit.hi) if fit else (math.nan,) * 3
 
     def zeta_ratio(r):
+        if "zeta_ratio" in r:  # engine rows: from the full final H
+            return r["zeta_ratio"]
         pr = Problem(np.asarray(r["a"]), np.asarray(r["n"]))
         return [pr.sf_zeta(np.asarray(h)) / pr.sf_zeta(pr.a + eps) for h in r["h"]]
 
@@ -397,8 +414,8 @@ def analyse(cfg: dict, common: dict, out: Path, checks_cfg: dict) -> dict:
             f"{design}: the oracle's (H = Diag A + eps) rounds against d (log-log slope): what the "
             f"design allows", sv(fo), Threshold(),
             f"oracle {listing(design, 'hiso_oracle')}. The oracle's whitening rank is "
-            + ("~d (every block's whitened curvature is ~1)" if design == "equal"
-               else "~(K - 1) x head_size whatever d (the tail's curvature is << eps)") + "."))
+            + ("~d (every block's whitened curvature is ~1)" if cfg["designs"][design]["kind"] == "equal"
+               else "~(K - 1) x head_size whatever d (the tail's total curvature is << eps)") + "."))
         checks.append(make_check(
             f"blocks_scale.{design}.flat_in_d", NAME,
             f"{design}: hiso_block's rounds to target stay flat in d at fixed K (log-log slope)",
@@ -433,7 +450,7 @@ def analyse(cfg: dict, common: dict, out: Path, checks_cfg: dict) -> dict:
                 f"per seed {', '.join(fmt(v) for v in sp)} (hiso_scalar and ZO-SGD: constant H, no ranking)."))
             zr = zeta_ratio(rb)
             others = []
-            for m in ("hiso_scalar", "decomfl"):
+            for m in ("hiso", "hiso_scalar", "decomfl"):
                 if by.get((design, m)):
                     r = by[(design, m)][max(by[(design, m)])]
                     others.append(f"{m} {', '.join(fmt(v) for v in zeta_ratio(r))} (d = {r['d']})")
@@ -443,7 +460,8 @@ def analyse(cfg: dict, common: dict, out: Path, checks_cfg: dict) -> dict:
                 bootstrap([zr], lambda m: m[0], n_boot=n_boot), Threshold.from_config(th.get("whitening_rank")),
                 "; ".join(others) + ". Scale-free: Tr(H^-1 A) / lambda_min(H^-1 A)." if others
                 else "Scale-free: Tr(H^-1 A) / lambda_min(H^-1 A)."))
-        for m, label in (("hiso_scalar", "hiso_scalar"), ("decomfl", "ZO-SGD")):
+        for m, label in (("hiso", "HiSo's learned diagonal (engine)"), ("hiso_scalar", "hiso_scalar"),
+                         ("decomfl", "ZO-SGD")):
             shared = sorted(set(by.get((design, "hiso_block"), {})) & set(by.get((design, m), {})))
             if not shared:
                 continue
@@ -482,12 +500,69 @@ def markdown_rows(res: dict, eps: float) -> tuple[list[str], list[list]]:
     for (design, method), by_d in sorted(res["by"].items()):
         for d, r in sorted(by_d.items()):
             pr = Problem(np.asarray(r["a"]), np.asarray(r["n"]))
-            zr = [pr.sf_zeta(np.asarray(h)) / pr.sf_zeta(pr.a + eps) for h in r["h"]]
-            sp = ([theory.spearman(np.asarray(h), pr.a) for h in r["h"]] if method == "hiso_block"
-                  else [])
+            zr = r.get("zeta_ratio") or [pr.sf_zeta(np.asarray(h)) / pr.sf_zeta(pr.a + eps) for h in r["h"]]
+            sp = ([theory.spearman(np.asarray(h), pr.a) for h in r["h"]]
+                  if method in ("hiso_block", "hiso") else [])
             m = median(r["rounds"])
-            out.append([design, method, d, len(r["rounds"]), fmt(m) if math.isfinite(m) else f"> {r['cap']}",
+            out.append([design, method + (" (engine)" if r.get("source") == "engine" else ""), d, len(r["rounds"]), fmt(m) if math.isfinite(m) else f"> {r['cap']}",
                         ", ".join(fmt(v) if math.isfinite(v) else f">{r['cap']}" for v in r["rounds"]),
                         f"{fmt(r['base'] * 2.0 ** r['k'])} ({r['k']})", r["cap"],
                         fmt(median(sp)) if sp else "-", fmt(median(zr))])
     return header, out
+
+
+def engine_learned(cfg: dict, common: dict, out: Path) -> list[dict]:
+    """HiSo's learned diagonal (no reduced form) in the engine on the ``equal`` design with no
+    within-block spread, at ``engine_learned.dims``: the same pruned step search on the tuning
+    seeds and report seeds as the reduced methods; rows in the reduced rows' format, with the
+    final H's block means as ``h`` and its own scale-free whitening-rank ratio."""
+    from . import blocks, runs
+    from .runs import RunSpec
+    from .tuning import Grid, search, select
+
+    el, target, s = cfg["engine_learned"], float(common["target"]), settings(cfg)
+    method = el["method"]
+    rows = []
+    for d in el["dims"]:
+        d = int(d)
+        pr = equal_blocks(d, int(cfg["blocks"]), float(cfg["lo"]), float(cfg["hi"]))
+        bcfg = {**cfg, "designs": {"exact": {"within_sd": 0.0}}, "mu": float(el["mu"]),
+                "every": int(el["every"])}
+        base = base_lr(method, pr, s)
+        cap = int(math.ceil(float(cfg["cap_factor"][method]) * predicted_rounds(pr, s, target)))
+        g = cfg["grids"][method]
+        grid = Grid(base, int(g["kmin"]), int(g["kmax"]), int(g["k0"]))
+
+        def one(k: int, seed: int, cap_k: int, stage: str):
+            rc = runs.base_config(common, name=f"{NAME}-engine-{method}-d{d}", seed=int(seed),
+                                  task=blocks.task_for("exact", d, bcfg),
+                                  method=blocks.method_block(method, d, bcfg, grid.lr(k)),
+                                  rounds=cap_k, every=int(el["every"]), stop_below=target,
+                                  save_h=stage == "report")
+            key = f"engine/{method}/d{d}/{stage}/k{k}/seed{seed}"
+            runs.execute_one(RunSpec(key, rc), out)
+            return runs.load_run(out / key)
+
+        tune: dict[str, list[float]] = {}
+
+        def evaluate(k: int, cap_k: int) -> float:
+            tune[str(k)] = [one(k, sd, cap_k, "tune").rounds_to(target) for sd in cfg["tune_seeds"]]
+            return median(tune[str(k)])
+
+        k_sel = select(search(evaluate, grid, cap))
+        reps = [one(k_sel, sd, cap, "report") for sd in cfg["seeds"]]
+        hs = [np.load(r.dir / "H.npy").astype(np.float64) for r in reps]
+        ids = np.repeat(np.arange(len(pr.n)), pr.n.astype(int))
+        a_full = pr.a[ids]
+        zr = []
+        for h in hs:
+            w = a_full / h
+            zr.append(float(w.sum() / w.min()) / pr.sf_zeta(pr.a + s.eps))
+        rows.append({"design": "equal", "method": method, "d": d, "cap": cap, "base": base,
+                     "k": k_sel, "kmin": grid.kmin, "kmax": grid.kmax, "tune": tune,
+                     "seeds": list(cfg["seeds"]), "rounds": [r.rounds_to(target) for r in reps],
+                     "h": [(np.bincount(ids, weights=h) / pr.n).tolist() for h in hs],
+                     "zeta_ratio": zr, "a": pr.a.tolist(), "n": pr.n.tolist(), "source": "engine"})
+        print(f"[blocks_scale] engine equal/{method}/d{d}: k={k_sel} rounds {rows[-1]['rounds']} "
+              f"(cap {cap})", file=sys.stderr, flush=True)
+    return rows

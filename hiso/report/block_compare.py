@@ -4,7 +4,8 @@ Reads a ``hiso aggregate`` metrics.csv of report runs (one run per (variant, see
 config ``name``) and compares, paired by seed:
 
 * per round: eval accuracy at the last common round R, and its mean over every evaluation up to R
-  (the area under the accuracy curve, which rewards getting there sooner);
+  (the area under the accuracy curve, which rewards getting there sooner); a run that ended
+  early (diverged) sets R for everyone, and the verdict rows say so;
 * per forward pass: eval accuracy at the largest forward count F that every variant reaches (a
   variant's last evaluation with ``forwards <= F``). hiso_block pays 2P + 1 forwards per step,
   the others P + 1, so at equal F it has taken about (P + 1) / (2P + 1) of their rounds.
@@ -43,7 +44,10 @@ def per_seed(df, names: list[str]) -> dict:
         raise UserError(f"metrics: no runs named {', '.join(missing)}")
     runs = {n: {int(s): g.sort_values("round") for s, g in df[df["name"] == n].groupby("seed")}
             for n in names}
-    last = min(int(g["round"].max()) for by in runs.values() for g in by.values())
+    ends = {n: {s: int(g["round"].max()) for s, g in by.items()} for n, by in runs.items()}
+    last = min(e for by in ends.values() for e in by.values())
+    longest = max(e for by in ends.values() for e in by.values())
+    short = {n: sorted(e for e in by.values() if e < longest) for n, by in ends.items()}
     budget = min(float(g.loc[g["round"] <= last, "forwards"].max()) for by in runs.values()
                  for g in by.values())
     out: dict = {}
@@ -56,7 +60,8 @@ def per_seed(df, names: list[str]) -> dict:
                 "final": float(acc[-1]), "auc": float(np.mean(acc)),
                 "at_budget": float(ok[METRIC].iloc[-1]), "rounds_at_budget": int(ok["round"].iloc[-1]),
                 "forwards_final": float(g["forwards"].iloc[-1])}
-    return {"runs": out, "last": last, "budget": budget}
+    return {"runs": out, "last": last, "budget": budget,
+            "short": {n: v for n, v in short.items() if v}, "longest": longest}
 
 
 def compare(df, task: str, method: str, baseline: str, others: list[str], th: dict) -> dict:
@@ -65,6 +70,9 @@ def compare(df, task: str, method: str, baseline: str, others: list[str], th: di
     names = [method, baseline, *[o for o in others if o not in (method, baseline)]]
     ps = per_seed(df, names)
     runs, last, budget = ps["runs"], ps["last"], ps["budget"]
+    early = "".join(f" {n}: {len(v)} run(s) ended early (diverged or failed), at rounds "
+                    f"{', '.join(map(str, v))} of {ps['longest']}, so every variant is compared at "
+                    f"round {last}." for n, v in ps["short"].items())
     seeds = sorted(set(runs[method]) & set(runs[baseline]))
     if not seeds:
         raise UserError(f"{task}: {method} and {baseline} share no seed")
@@ -85,7 +93,7 @@ def compare(df, task: str, method: str, baseline: str, others: list[str], th: di
             val, Threshold.from_config(th.get(thr)),
             f"{method} {', '.join(fmt(runs[method][s][key]) for s in seeds)}; {baseline} "
             f"{', '.join(fmt(runs[baseline][s][key]) for s in seeds)} (seeds {', '.join(map(str, seeds))}); "
-            f"the 95% interval {excl} 0.{rounds}"))
+            f"the 95% interval {excl} 0.{rounds}{early}"))
     header = ["variant", "seeds", f"accuracy at round {last}", f"mean accuracy to round {last}",
               f"accuracy at {budget:.0f} forwards", "rounds at that budget", f"forwards at round {last}"]
     rows = []

@@ -187,7 +187,9 @@ rule hiso_block_report:
         "--compare digits {input.digits} {HBD[baseline]} --compare lm_smoke {input.lm} {HBL[baseline]} "
         "--md {output.md} --csv {output.csv} --figure {output.scale_fig} --tier {TIER} && "
         "{HISO} digits figure curves {input.digits} --names {params.names} --out {output.digits_fig} && "
-        "{HISO} digits figure curves {input.lm} --names {params.lm_names} --out {output.lm_fig}"
+        "{HISO} digits figure curves {input.lm} --names {params.lm_names} --out {output.lm_fig} "
+        "--title 'LM smoke task (tiny OPT), 6 clients, Dirichlet alpha = 1; lr selected on the dev "
+        "split (legend); line: mean over seeds, band: min-max'"
 
 
 rule hiso_block_all:

@@ -22,6 +22,7 @@ include: "workflow/rules/flower.smk"  # not in reproduce-all (needs the flower e
 include: "workflow/rules/pretrained.smk"
 include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/large_federation.smk"  # not in reproduce-all (`snakemake large_federation`)
+include: "workflow/rules/hiso_block.smk"  # issue 15; not in reproduce-all
 
 
 rule reproduce_all:

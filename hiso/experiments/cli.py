@@ -2,20 +2,23 @@
 
 ``hiso theory run EXPERIMENT --config configs/theory.yaml --out DIR [--part P]``
     every run of one experiment (``dsweep``, ``zsweep``, ``illcond`` (one ``--part``), ``noise``,
-    ``local``, ``blocks``), in this process, each in a normal run directory under DIR; DIR/index.json last.
+    ``local``, ``blocks``, ``blocks_scale``), in this process, each in a normal run directory under DIR; DIR/index.json last.
 ``hiso theory report --config configs/theory.yaml --results results/theory --md T.md --csv T.csv
     --figures DIR``
     the verdict table (Markdown + CSV) and the figures ``DIR/theory_*.png``, from the run files.
-``hiso theory block-report --config configs/theory.yaml --results results/theory/blocks --md T.md
+``hiso theory block-report --config configs/theory.yaml [--results results/theory/blocks]
+    [--scale results/theory/blocks_scale] [--compare TASK METRICS_CSV BASELINE]... --md T.md
     --csv T.csv --figure F.png``
-    the block-quadratic experiment's own table and figure (issue #15), from its runs alone.
+    issue #15's table (.md, .csv, .tex) and figure: the block experiment in the engine, its
+    reduced simulation at large d, and hiso_block against BASELINE (and every other variant of
+    METRICS_CSV) on real tasks, per round and per forward pass; from the runs alone.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-EXPERIMENTS = ("dsweep", "zsweep", "illcond", "noise", "local", "blocks")
+EXPERIMENTS = ("dsweep", "zsweep", "illcond", "noise", "local", "blocks", "blocks_scale")
 
 
 def add_commands(sub) -> None:
@@ -38,12 +41,17 @@ def add_commands(sub) -> None:
     p.add_argument("--tier", default=None, help="the pipeline tier, named in the table's footer")
     p.set_defaults(handler=cmd_report)
 
-    b = tsub.add_parser("block-report", help="the block-quadratic experiment's table and figure")
+    b = tsub.add_parser("block-report", help="issue #15's table and figure (hiso_block)")
     b.add_argument("--config", required=True)
-    b.add_argument("--results", required=True, help="the blocks experiment's directory")
+    b.add_argument("--results", help="the blocks experiment's directory (engine runs)")
+    b.add_argument("--scale", help="the blocks_scale experiment's directory (reduced simulation)")
+    b.add_argument("--compare", nargs=3, action="append", default=[], metavar=("TASK", "METRICS", "BASELINE"),
+                   help="a real task: `hiso aggregate` metrics.csv of its report runs, the variant "
+                        "hiso_block is judged against (repeatable)")
     b.add_argument("--md", required=True)
     b.add_argument("--csv", required=True)
-    b.add_argument("--figure", required=True)
+    b.add_argument("--figure", required=True, help="rounds against d (engine runs, else the reduced ones)")
+    b.add_argument("--tier", default=None, help="the pipeline tier, named in the table's footer")
     b.set_defaults(handler=cmd_block_report)
 
 
@@ -93,8 +101,16 @@ def cmd_block_report(args) -> int:
     from ..report.theory import write_blocks_table
 
     cfg = load_config(args.config)
-    if "blocks" not in cfg:
-        raise UserError(f"{args.config}: no section 'blocks'")
-    write_blocks_table(cfg["blocks"], cfg["common"], Path(args.results), cfg["checks"],
-                       Path(args.md), Path(args.csv), Path(args.figure))
+    if not (args.results or args.scale or args.compare):
+        raise UserError("block-report: give --results, --scale or --compare")
+    for key, given in (("blocks", args.results), ("blocks_scale", args.scale)):
+        if given and key not in cfg:
+            raise UserError(f"{args.config}: no section {key!r}")
+    for task, path, _ in args.compare:
+        if not Path(path).is_file():
+            raise UserError(f"--compare {task}: {path} does not exist")
+    write_blocks_table(cfg.get("blocks", {}), cfg["common"], Path(args.results) if args.results else None,
+                       cfg["checks"], Path(args.md), Path(args.csv), Path(args.figure),
+                       scale=(cfg["blocks_scale"], Path(args.scale)) if args.scale else None,
+                       compare=[(t, Path(p), b) for t, p, b in args.compare], tier=args.tier)
     return 0

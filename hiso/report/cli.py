@@ -121,4 +121,5 @@ def add_digits_commands(dsub) -> None:
     f.add_argument("inputs", nargs="+", help="metrics.csv (curves, ablation) or HiSo run dirs (hessian)")
     f.add_argument("--out", required=True)
     f.add_argument("--names", nargs="*", default=None, help="variants to draw (default: all)")
+    f.add_argument("--title", default=None, help="the figure's title (default: the digits task's)")
     f.set_defaults(handler=_lazy("digits", "cmd_figure"))

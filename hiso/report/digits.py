@@ -344,7 +344,8 @@ def cmd_figure(args) -> int:
             for ax in axes:
                 ax.set_xlabel("rounds")
             axes[0].legend(loc="lower right", fontsize=7)
-        fig.suptitle("digits, 64 clients, Dirichlet alpha = 1; lr selected on the dev split "
+        fig.suptitle(getattr(args, "title", None)
+                     or "digits, 64 clients, Dirichlet alpha = 1; lr selected on the dev split "
                      "(legend); line: mean over seeds, band: min-max", fontsize=9)
     fig.tight_layout()
     style.save(fig, args.out)

@@ -47,6 +47,7 @@ def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatc
     if slow:
         monkeypatch.setattr(base, "combine", combine_loop)
         monkeypatch.setattr(base, "each_tensor", lambda ps, fn, smp: [fn(i, smp) for i in range(len(ps))])
+        monkeypatch.setattr(base, "UPDATE_SLICE", 1 << 62)  # whole tensors after combine
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -65,6 +66,7 @@ def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatc
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher_bits"])
 @pytest.mark.parametrize("name,tau,method", [
     ("decomfl", 1, {}), ("hiso", 1, {}), ("hiso", 2, {"h_source": "round_sum"}),
+    ("hiso", 1, {"h_source": "round_sum"}), ("hiso", 1, {"h_source": "every_step", "weight_decay": 5e-4}),
     ("hiso", 2, {"h_source": "every_step", "weight_decay": 5e-4}), ("zo_momentum", 1, {})])
 def test_fast_update_equals_the_plain_update(kind, name, tau, method, monkeypatch):
     plain = _rounds(name, kind, tau, 1, True, monkeypatch, **method)

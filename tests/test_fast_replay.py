@@ -1,6 +1,7 @@
-"""The fast round update (rademacher_bits signs folded byte by byte, tensors on threads) gives the numbers of
-the plain one-direction-at-a-time, one-tensor-at-a-time update, bit for bit; and a run's
-replay (export) equals its server whichever path either took."""
+"""The fast round update (rademacher_bits signs folded byte by byte, tensors on threads, the
+one-step update slice by slice) gives the numbers of the plain one-direction-at-a-time,
+one-tensor-at-a-time update, bit for bit; and a run's replay (export) equals its server
+whichever path either took."""
 
 from __future__ import annotations
 

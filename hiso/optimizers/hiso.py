@@ -69,7 +69,8 @@ class HiSo(ScalarOptimizer):
 
     def _apply(self, params, state, seeds, scalars, final: bool) -> None:
         self._tau = len(seeds)
-        self._round_sums: dict[tuple, torch.Tensor] = {}  # per tensor (and slice): tensors update concurrently
+        # per tensor (and slice): tensors update concurrently
+        self._round_sums: dict[tuple, torch.Tensor] = {}
         super()._apply(params, state, seeds, scalars, final)
 
     def _after_step(self, state, i, k, raw, step, span=None) -> None:

@@ -59,17 +59,19 @@ def build(model: str, method: str, P: int, seq: int):
 def plain_update():
     """The update as it was before the fast path: every direction drawn as a float32 tensor and
     added in turn (zo.combine_loop), tensors one after the other (torch's threads inside each
-    op). Same numbers, bit for bit (tests/test_fast_replay.py)."""
+    op), each step applied to whole tensors. Same numbers, bit for bit
+    (tests/test_fast_replay.py)."""
     import hiso.optimizers.base as base
     from hiso.zo import combine_loop
 
-    saved = base.combine, base.each_tensor
+    saved = base.combine, base.each_tensor, base.UPDATE_SLICE
     base.combine = combine_loop
     base.each_tensor = lambda params, fn, sampler: [fn(i, sampler) for i in range(len(params))]
+    base.UPDATE_SLICE = 1 << 62  # whole tensors after combine
     try:
         yield
     finally:
-        base.combine, base.each_tensor = saved
+        base.combine, base.each_tensor, base.UPDATE_SLICE = saved
 
 
 def main() -> None:

@@ -59,7 +59,6 @@ class DirectionSampler:
         self.device = torch.device(device)
         self._gen = torch.Generator(device=self.device)
         self._table: torch.Tensor | None = None  # rademacher_bits: byte -> its 8 signs
-        self._spread: torch.Tensor | None = None  # combine_signs: byte -> its 8 bits
 
     def sample(self, seed: int, index: int, like: torch.Tensor,
                out: torch.Tensor | None = None) -> torch.Tensor:
@@ -87,60 +86,94 @@ class DirectionSampler:
             u = u.to(like.device)
         return u
 
-    #: most directions ``combine_signs`` folds through one table (a pattern is one byte)
-    MAX_TABLE_BITS = 8
+    #: elements per slice of ``combine_signs``: its temporaries stay in cache (a multiple of 64)
+    COMBINE_CHUNK = 1 << 18
 
     def combine_signs(self, seeds, coefs, index: int, like: torch.Tensor) -> torch.Tensor:
         """sum_j coefs[j] * u_index(seeds[j]) for ``rademacher_bits``, bit for bit the sequential
         float32 sum ``zo.combine_loop`` computes (u_0 c_0, then + c_1 u_1, ...), cheaper.
 
-        Why it is exact: every u is +-1, so element k of the sum depends only on its sign
-        pattern (one bit per direction), and there are 2**P patterns. The table of their sums is
-        computed with the same torch ops in the same order as the per-element sum (each product
-        c_j u_j is exact, so each step rounds the same way whatever the kernel), then every
-        element picks its entry. Per direction it costs the random words and an integer pass
-        over one byte per element, instead of a float32 tensor and a multiply-add pass (the
-        patterns are built eight elements at a time, one byte each of an int64 word).
+        Why it is exact: every u is +-1, so c_j u_j is exact (c_j rounded to float32 as the
+        loop's ``mul_`` / ``add_(alpha=c_j)`` round it), and each step of the sum is the same
+        single rounding of acc + (+-c_j). How it is cheap: per direction, each byte of its random
+        words selects a row of a [256, 8] table holding c_j times that byte's eight signs (one
+        gather for eight elements, no float32 direction tensor), added to the sum slice by slice
+        (``COMBINE_CHUNK`` elements: the P generators advance together, each drawing its words
+        in order, so every slice sees the words a whole-tensor draw gives it), so the
+        temporaries stay in cache. Measured at 768 x 3072, P = 5, one thread: 2.6 ns per
+        element against 4.1 for the sign-pattern table it replaces (15 interleaved repeats).
         """
-        P = len(seeds)
-        if not 1 <= P <= self.MAX_TABLE_BITS:
-            raise ValueError(f"combine_signs folds 1..{self.MAX_TABLE_BITS} directions, not {P}")
         n = like.numel()
         dev = self.device
-        pattern_bits = (torch.arange(1 << P).unsqueeze(1) >> torch.arange(P)) & 1
-        signs = (1 - 2 * pattern_bits).to(device=dev, dtype=torch.float32)
-        table = signs[:, 0].contiguous().mul_(float(coefs[0]))
-        for j in range(1, P):
-            table.add_(signs[:, j].contiguous(), alpha=float(coefs[j]))
-        if self._spread is None or self._spread.device != dev:
-            # byte b -> an int64 whose byte t is bit t of b: the 8 elements' bits of one byte
-            bits = ((torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1).to(torch.uint8)
-            self._spread = bits.view(torch.int64).view(-1).to(dev)
-        words_n = (n + 63) // 64
-        acc = torch.zeros(words_n * 8, dtype=torch.int64, device=dev)
-        spread = torch.empty_like(acc)
-        for j, seed in enumerate(seeds):
-            self._gen.manual_seed(stream_seed(seed, index))
-            words = torch.empty(words_n, dtype=torch.int64, device=dev)
-            words.random_(-(1 << 63), None, generator=self._gen)  # as _signs draws them
-            torch.index_select(self._spread, 0, words.view(torch.uint8).to(torch.int32), out=spread)
-            acc.add_(spread.bitwise_left_shift_(j) if j else spread)
-        u = torch.index_select(table, 0, acc.view(torch.uint8)[:n].to(torch.int32)).view(like.shape)
+        if self._table is None or self._table.device != dev:
+            self._table = self._sign_table()
+        # c_j as the loop's scalar ops round it (float32), times +-1: exact
+        tables = [self._table * float(c) for c in coefs]
+        gens = []
+        for seed in seeds:
+            g = torch.Generator(device=dev)
+            g.manual_seed(stream_seed(seed, index))
+            gens.append(g)
+        nbytes = (n + 7) // 8
+        out = torch.empty(nbytes, 8, dtype=torch.float32, device=dev)
+        if not gens:
+            return out.view(-1)[:n].zero_().view(like.shape)
+        rows = min(self.COMBINE_CHUNK // 8, nbytes)  # table rows (bytes) per slice
+        words = torch.empty((rows + 7) // 8, dtype=torch.int64, device=dev)
+        index_buf = torch.empty(rows, dtype=torch.int32, device=dev)
+        tmp = torch.empty(rows, 8, dtype=torch.float32, device=dev) if len(gens) > 1 else None
+        for a in range(0, nbytes, rows):
+            b = min(a + rows, nbytes)
+            nb = b - a
+            o = out[a:b]
+            for j, g in enumerate(gens):
+                w = words[: (nb + 7) // 8].random_(-(1 << 63), None, generator=g)  # as _signs
+                ix = index_buf[:nb].copy_(w.view(torch.uint8)[:nb])
+                if j == 0:
+                    torch.index_select(tables[0], 0, ix, out=o)
+                else:
+                    torch.index_select(tables[j], 0, ix, out=tmp[:nb])
+                    o.add_(tmp[:nb])
+        u = out.view(-1)[:n].view(like.shape)
         return u if u.device == like.device else u.to(like.device)
 
-    def _signs(self, shape: torch.Size, out: torch.Tensor | None) -> torch.Tensor:
-        """+-1.0 from random bits, 8 signs per byte through a [256, 8] table (one gather)."""
+    def _sign_table(self) -> torch.Tensor:
+        """[256, 8]: row b holds the signs 1 - 2 * (bit t of b), t = 0..7."""
+        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+        return (1 - 2 * bits).to(device=self.device, dtype=torch.float32)
+
+    def scaled_signs(self, seed: int, index: int, like: torch.Tensor, scale: float,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+        """``rademacher_bits`` only: ``sample(seed, index, like).mul_(scale)``, bit for bit (each
+        element is +-scale rounded to float32, as the multiply rounds it), in one gather from
+        a scaled sign table instead of a gather and a multiply."""
+        if self.kind != "rademacher_bits":
+            raise ValueError(f"scaled_signs draws rademacher_bits directions, not {self.kind!r}")
+        if self._table is None or self._table.device != self.device:
+            self._table = self._sign_table()
+        self._gen.manual_seed(stream_seed(seed, index))
+        target = out if out is not None and out.device == self.device else None
+        u = self._signs(like.shape, target, self._table * float(scale))
+        if out is not None and target is None:
+            return out.copy_(u)
+        return u if u.device == like.device else u.to(like.device)
+
+    def _signs(self, shape: torch.Size, out: torch.Tensor | None,
+               table: torch.Tensor | None = None) -> torch.Tensor:
+        """+-1.0 (or the rows of ``table``, a [256, 8] scaled copy) from random bits, 8 signs
+        per byte through a [256, 8] table (one gather)."""
         n = 1
         for s in shape:
             n *= int(s)
         words = torch.empty((n + 63) // 64, dtype=torch.int64, device=self.device)
         words.random_(-(1 << 63), None, generator=self._gen)  # full 64-bit range
-        if self._table is None:
-            bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
-            self._table = (1 - 2 * bits).to(device=self.device, dtype=torch.float32)
+        if table is None:
+            if self._table is None or self._table.device != self.device:
+                self._table = self._sign_table()
+            table = self._table
         index = words.view(torch.uint8).to(torch.int32)
         if out is not None and n % 8 == 0 and out.is_contiguous():
-            torch.index_select(self._table, 0, index[: n // 8], out=out.view(-1, 8))
+            torch.index_select(table, 0, index[: n // 8], out=out.view(-1, 8))
             return out
-        u = torch.index_select(self._table, 0, index).view(-1)[:n].view(shape)
+        u = torch.index_select(table, 0, index).view(-1)[:n].view(shape)
         return u if out is None else out.copy_(u)

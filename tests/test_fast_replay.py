@@ -1,6 +1,7 @@
-"""The fast round update (rademacher_bits sign tables, tensors on threads) gives the numbers of
-the plain one-direction-at-a-time, one-tensor-at-a-time update, bit for bit; and a run's
-replay (export) equals its server whichever path either took."""
+"""The fast round update (rademacher_bits signs folded byte by byte, tensors on threads, the
+one-step update slice by slice) gives the numbers of the plain one-direction-at-a-time,
+one-tensor-at-a-time update, bit for bit; and a run's replay (export) equals its server
+whichever path either took."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from hiso.zo import combine, combine_loop, params_sha256
 SHAPES = [(801, 1001), (300_001,), (17,), (3, 5, 7)]
 
 
-@pytest.mark.parametrize("P", [1, 2, 5, 8])
-def test_sign_table_equals_the_sequential_float32_sum(P):
+@pytest.mark.parametrize("P", [1, 2, 5, 8, 12])
+def test_combine_signs_equals_the_sequential_float32_sum(P):
     s = DirectionSampler("rademacher_bits")
     rng = np.random.default_rng(P)
-    for shape in [(1,), (63,), (65,), (1000, 77), (300_001,)]:
+    for shape in [(1,), (63,), (65,), (1000, 77), (300_001,), (2_100_001,)]:
         like = torch.empty(shape)
         seeds = [int(x) for x in rng.integers(0, 2**62, P)]
         # coefficients of very different magnitudes: every addition rounds
@@ -47,6 +48,7 @@ def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatc
     if slow:
         monkeypatch.setattr(base, "combine", combine_loop)
         monkeypatch.setattr(base, "each_tensor", lambda ps, fn, smp: [fn(i, smp) for i in range(len(ps))])
+        monkeypatch.setattr(base, "UPDATE_SLICE", 1 << 62)  # whole tensors after combine
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -65,6 +67,7 @@ def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatc
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher_bits"])
 @pytest.mark.parametrize("name,tau,method", [
     ("decomfl", 1, {}), ("hiso", 1, {}), ("hiso", 2, {"h_source": "round_sum"}),
+    ("hiso", 1, {"h_source": "round_sum"}), ("hiso", 1, {"h_source": "every_step", "weight_decay": 5e-4}),
     ("hiso", 2, {"h_source": "every_step", "weight_decay": 5e-4}), ("zo_momentum", 1, {})])
 def test_fast_update_equals_the_plain_update(kind, name, tau, method, monkeypatch):
     plain = _rounds(name, kind, tau, 1, True, monkeypatch, **method)

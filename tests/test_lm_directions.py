@@ -73,3 +73,18 @@ def test_min_mode_table_is_unchanged_by_the_max_mode_columns():
                                "reduction_min", "rounds_to_0.01x_median", "bytes_up_median",
                                "bytes_down_median", "bytes_up_per_round", "statuses"]
     assert t["rounds_to_0.01x_median"].iloc[0] == 10
+
+
+@pytest.mark.parametrize("scale", [1e-3, -1e-3, 0.1, 3.0])
+def test_scaled_signs_equal_the_sample_times_the_scale(scale):
+    """The perturbation's one-gather +-scale gives the bits of sample().mul_(scale), into a
+    buffer or not, at sizes with and without a partial byte."""
+    s = DirectionSampler("rademacher_bits")
+    for shape in [(5,), (64,), (301, 7), (1000, 77)]:
+        like = torch.empty(shape)
+        want = s.sample(9, 4, like).mul_(scale)
+        assert torch.equal(s.scaled_signs(9, 4, like, scale), want)
+        out = torch.empty(shape)
+        assert torch.equal(s.scaled_signs(9, 4, like, scale, out=out), want)
+    with pytest.raises(ValueError):
+        DirectionSampler("gaussian").scaled_signs(9, 4, torch.empty(3), 1.0)

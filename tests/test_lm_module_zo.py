@@ -79,8 +79,9 @@ def logits(model, x):
         return model(**x).logits
 
 
+@pytest.mark.parametrize("directions", ["gaussian", "rademacher_bits"])
 @pytest.mark.parametrize("kind", ["opt", "llama", "qwen2"])
-def test_forward_equals_the_plain_model_and_perturbed_equals_perturb_buffer(kind, tok):
+def test_forward_equals_the_plain_model_and_perturbed_equals_perturb_buffer(kind, directions, tok):
     """Unchunked: bit-identical to the module with its own weights, and to in-place x + mu z."""
     ref, model = make(kind, tok), make(kind, tok)
     fm = FunctionalModule(model, chunk_numel=None)
@@ -89,7 +90,7 @@ def test_forward_equals_the_plain_model_and_perturbed_equals_perturb_buffer(kind
     with fm.bind(params) as m:
         assert torch.equal(logits(m, x), logits(ref, x))
     H = [torch.rand_like(p).add_(0.5) for p in params]
-    pert = Perturbation(123, 1e-2, DirectionSampler(), H)
+    pert = Perturbation(123, 1e-2, DirectionSampler(directions), H)
     with torch.no_grad(), PerturbBuffer().perturbed(reference_list(ref, fm), pert):
         want = logits(ref, x)
     with torch.no_grad(), fm.bind(params, pert) as m:

@@ -62,6 +62,15 @@ def h_statistics(H: Params, lr: float) -> dict[str, float]:
             "lr_eff_mean": lr * inv_sum / n, "lr_eff_min": lr / hi, "lr_eff_max": lr / lo}
 
 
+#: elements per slice of a one-step update after ``combine`` (temporaries stay in cache)
+UPDATE_SLICE = 1 << 17
+
+
+def state_slice(t: torch.Tensor, span: tuple[int, int] | None) -> torch.Tensor:
+    """``t`` itself, or elements a..b-1 of its flattened view (a view: writes reach ``t``)."""
+    return t if span is None else t.view(-1)[span[0] : span[1]]
+
+
 class ScalarOptimizer:
     """Base class: ZO-SGD's update, with hooks for a preconditioner and extra state."""
 
@@ -126,7 +135,28 @@ class ScalarOptimizer:
 
         def update(i: int, sampler: DirectionSampler) -> None:
             p = params[i]
-            scale = None if H is None else torch.rsqrt(H[i])
+            h = None if H is None else H[i]
+            if len(seeds) == 1 and p.is_contiguous() and (h is None or h.is_contiguous()):
+                # one step (tau = 1): the work after ``combine`` goes slice by slice, so that
+                # rsqrt(H), the step, its square and the H update stay in cache (elementwise:
+                # the same bits as whole tensors; tau > 1 keeps the whole-tensor order below,
+                # where every_step's H changes between steps)
+                raw = combine(sampler, seeds[0], coefs[0], i, p).view(-1)
+                pf, n = p.view(-1), p.numel()
+                hf = None if h is None else h.view(-1)
+                for a in range(0, n, UPDATE_SLICE):
+                    b = min(a + UPDATE_SLICE, n)
+                    r = raw[a:b]
+                    if hf is None:
+                        step = r
+                    else:
+                        scale = torch.rsqrt(hf[a:b])
+                        step = r * scale if self.keeps_raw else r.mul_(scale)
+                    descend(pf[a:b], step, self.cfg.lr, self.cfg.weight_decay)
+                    if final:
+                        self._after_step(state, i, 0, r, step, (a, b))
+                return
+            scale = None if h is None else torch.rsqrt(h)
             for k, ks in enumerate(seeds):
                 raw = combine(sampler, ks, coefs[k], i, p)
                 if scale is None:
@@ -140,12 +170,15 @@ class ScalarOptimizer:
         with torch.no_grad():
             each_tensor(params, update, self.sampler)
 
-    def _after_step(self, state: Params, i: int, k: int, raw: torch.Tensor, step: torch.Tensor) -> None:
+    def _after_step(self, state: Params, i: int, k: int, raw: torch.Tensor, step: torch.Tensor,
+                    span: tuple[int, int] | None = None) -> None:
         """Hook for the state update of tensor i after step k of a round's final update: ``step``
         is the direction the model took, H_r^{-1/2} (1/P) sum_p g_p u_p, ``raw`` the same before
         preconditioning (only if ``keeps_raw``; otherwise ``step`` itself). Both are fresh
-        tensors the hook may keep or overwrite. Calls for different tensors may run at once on
-        different threads: per-tensor state only."""
+        tensors the hook may keep or overwrite. ``span``: None for the whole tensor, or (a, b),
+        when ``raw`` and ``step`` are elements a..b-1 of the flattened tensor (the state's
+        update must then touch that slice of the state alone; see ``state_slice``). Calls for
+        different tensors may run at once on different threads: per-tensor state only."""
 
     def _raw_direction(self, seeds, scalars, i: int, like: torch.Tensor) -> torch.Tensor:
         """(1/P) sum_p g_p u_p,i for one step (before any preconditioning)."""

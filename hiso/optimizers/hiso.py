@@ -30,7 +30,7 @@ from typing import Literal
 
 import torch
 
-from .base import ScalarOptimizer, ZOConfig
+from .base import ScalarOptimizer, ZOConfig, state_slice
 from ..errors import UserError
 
 
@@ -69,23 +69,26 @@ class HiSo(ScalarOptimizer):
 
     def _apply(self, params, state, seeds, scalars, final: bool) -> None:
         self._tau = len(seeds)
-        self._round_sums: dict[int, torch.Tensor] = {}  # per tensor: tensors update concurrently
+        # per tensor (and slice): tensors update concurrently
+        self._round_sums: dict[tuple, torch.Tensor] = {}
         super()._apply(params, state, seeds, scalars, final)
 
-    def _after_step(self, state, i, k, raw, step) -> None:
+    def _after_step(self, state, i, k, raw, step, span=None) -> None:
         last = k == self._tau - 1
         source = self.cfg.h_source
+        H = state_slice(state[i], span)
         if source == "every_step":
             # step k's direction rebuilt with the H that steps 1..k-1 already updated
-            self._update_h(state[i], raw.mul_(torch.rsqrt(state[i])))
+            self._update_h(H, raw.mul_(torch.rsqrt(H)))
         elif source == "last_step":
             if last:
-                self._update_h(state[i], step)
+                self._update_h(H, step)
         else:  # round_sum: each step is a fresh tensor, so the first one holds the sum
-            acc = self._round_sums.get(i)
-            acc = self._round_sums[i] = step if acc is None else acc.add_(step)
+            key = (i, None if span is None else span[0])
+            acc = self._round_sums.get(key)
+            acc = self._round_sums[key] = step if acc is None else acc.add_(step)
             if last:
-                self._update_h(state[i], self._round_sums.pop(i))
+                self._update_h(H, self._round_sums.pop(key))
 
     def _update_h(self, H: torch.Tensor, delta: torch.Tensor) -> None:
         w_old, w_new = self._weights()

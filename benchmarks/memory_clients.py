@@ -29,6 +29,16 @@ ROOT = Path(__file__).resolve().parents[1]
 HET = 0.1
 
 
+def _run(cfg: dict, work: Path, tag: str) -> dict:
+    """Write ``cfg``, run it in a fresh process (its peak RSS is the run's own), return its summary."""
+    path = work / f"{tag}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = work / f"run-{tag}"
+    subprocess.run([sys.executable, "-m", "hiso", "run", str(path), "--out", str(out), "--no-progress"],
+                   check=True, cwd=ROOT)
+    return json.loads((out / "summary.json").read_text())
+
+
 def peak(clients: int, dim: int, rounds: int, method: str, work: Path) -> dict:
     cfg = {
         "name": f"mem-{clients}", "seed": 0,
@@ -38,12 +48,7 @@ def peak(clients: int, dim: int, rounds: int, method: str, work: Path) -> dict:
         "federation": {"clients": clients, "sampled": 2, "local_steps": 1, "rounds": rounds},
         "eval": {"every": rounds},
     }
-    path = work / f"{clients}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = work / f"run-{clients}"
-    subprocess.run([sys.executable, "-m", "hiso", "run", str(path), "--out", str(out), "--no-progress"],
-                   check=True, cwd=ROOT)
-    return json.loads((out / "summary.json").read_text())
+    return _run(cfg, work, str(clients))
 
 
 def peak_synthetic(clients: int, sampled: int, rounds: int, method: str, work: Path) -> dict:
@@ -52,12 +57,7 @@ def peak_synthetic(clients: int, sampled: int, rounds: int, method: str, work: P
     cfg["method"].update(name=method, lr=0.08)
     cfg["federation"].update(clients=clients, sampled=sampled, rounds=rounds)
     cfg["eval"] = {"every": rounds}
-    path = work / f"syn-{clients}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    out = work / f"run-syn-{clients}"
-    subprocess.run([sys.executable, "-m", "hiso", "run", str(path), "--out", str(out), "--no-progress"],
-                   check=True, cwd=ROOT)
-    return json.loads((out / "summary.json").read_text())
+    return _run(cfg, work, f"syn-{clients}")
 
 
 def main_synthetic(args) -> None:

@@ -259,13 +259,12 @@ BLOCK_LABELS = {"decomfl": "ZO-SGD", "hiso": "HiSo, learned diagonal", "hiso_sca
                 "hiso_oracle": "oracle Diag(A)", "block_oracle": "block oracle", "hiso_block": "hiso_block"}
 
 
-def blocks(res: dict, out: Path) -> None:
-    """Rounds to target against d on the block quadratics, one panel per design."""
+def _rounds_against_d(by: dict, designs: list, title: str, out: Path, fontsize=None) -> None:
+    """Rounds to target against d, one panel per design; ``by``: {(design, method): {d: ...}}."""
     plt = _plt()
-    designs = sorted({design for design, _ in res["rep"]}, key=lambda s: (s != "main", s))
     fig, axes = plt.subplots(1, len(designs), figsize=(5.2 * len(designs), 4.0), squeeze=False)
     for ax, design in zip(axes[0], designs):
-        for (des, method), by_d in sorted(res["rep"].items()):
+        for (des, method), by_d in sorted(by.items()):
             if des != design:
                 continue
             ds = sorted(by_d)
@@ -280,34 +279,19 @@ def blocks(res: dict, out: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("d")
         ax.set_ylabel("rounds to 1e-3 f0 (triangles: censored at the cap)")
-        ax.set_title(f"block quadratic: {design}")
+        ax.set_title(f"{title}: {design}", fontsize=fontsize)
         ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, out)
+
+
+def blocks(res: dict, out: Path) -> None:
+    """Rounds to target against d on the block quadratics (engine runs)."""
+    designs = sorted({design for design, _ in res["rep"]}, key=lambda s: (s != "main", s))
+    _rounds_against_d(res["rep"], designs, "block quadratic", out)
 
 
 def blocks_scale(res: dict, out: Path) -> None:
-    """Rounds to target against d, reduced simulation (blocks_scale), one panel per design."""
-    plt = _plt()
+    """Rounds to target against d, reduced simulation (blocks_scale)."""
     designs = list(dict.fromkeys(design for design, _ in res["by"]))
-    fig, axes = plt.subplots(1, len(designs), figsize=(5.2 * len(designs), 4.0), squeeze=False)
-    for ax, design in zip(axes[0], designs):
-        for (des, method), by_d in sorted(res["by"].items()):
-            if des != design:
-                continue
-            ds = sorted(by_d)
-            color = BLOCK_COLORS.get(method, "C7")
-            _points(ax, ds, [by_d[d]["rounds"] for d in ds], [by_d[d]["cap"] for d in ds],
-                    color, BLOCK_LABELS.get(method, method), BLOCK_MARKERS.get(method, "o"))
-            med = [(d, median(by_d[d]["rounds"])) for d in ds]
-            fin = [(d, m) for d, m in med if math.isfinite(m)]
-            if len(fin) > 1:
-                ax.plot(*zip(*fin), color=color, lw=0.8, alpha=0.6)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("d")
-        ax.set_ylabel("rounds to 1e-3 f0 (triangles: censored at the cap)")
-        ax.set_title(f"block quadratic (reduced simulation): {design}", fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    save(fig, out)
+    _rounds_against_d(res["by"], designs, "block quadratic (reduced simulation)", out, fontsize=9)

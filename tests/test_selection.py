@@ -18,6 +18,21 @@ def fake_run(lr: float, seed: int, dev: list[float], acc: list[float], name="v",
     return cfg, {"status": status}, recs
 
 
+def test_a_run_that_stopped_early_scores_zero_where_it_did_not_reach():
+    # lr 0.02 led on dev until it diverged after 2 of 5 evaluations: over the whole curve (last=0)
+    # its 3 missing evaluations count 0, so the run that finished wins; padded only when not ok
+    runs = [fake_run(0.01, 1, [0.5, 0.6, 0.6, 0.6, 0.6], [0] * 5),
+            fake_run(0.02, 1, [0.7, 0.8], [0] * 2, status="diverged")]
+    sel = select_lr(runs, last=0)
+    assert sel["lr"] == 0.01
+    row = [g for g in sel["grid"] if g["lr"] == 0.02][0]
+    assert row["score"] == pytest.approx(1.5 / 5)
+    assert select_lr(runs, last=2)["grid"][1]["score"] == 0.0                 # its last 2: never reached
+    # a finished run with fewer evaluations (another eval.every) is not padded
+    ok_short = [runs[0], fake_run(0.02, 1, [0.7, 0.8], [0] * 2)]
+    assert select_lr(ok_short, last=0)["lr"] == 0.02
+
+
 def test_selection_reads_dev_only_averages_last_evaluations_and_breaks_ties_low():
     runs = []
     for seed in (100, 101):

@@ -79,7 +79,7 @@ def browser(path: str | None) -> str:
 
 def run_chromium(exe: str, page: Path, *extra: str, timeout: float) -> str:
     with tempfile.TemporaryDirectory() as profile:
-        out = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
+        out = subprocess.run([exe, *FLAGS, f"--user-data-dir={profile}", *extra, page.resolve().as_uri()],
                              capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
         fail(f"chromium exited {out.returncode}: {out.stderr[-1000:]}", 1)

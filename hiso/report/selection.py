@@ -84,9 +84,14 @@ def select_lr(runs: list[tuple[dict, dict, list[dict]]], last: int = 3) -> dict:
         raise UserError(f"select: runs report different metrics {sorted(keys)}")
     key = keys.pop()
     by_lr: dict[float, dict[int, tuple[float, str]]] = {}
+    # A run that stopped early (diverged or failed) scores 0 at each evaluation it did not reach,
+    # as a non-finite one does: otherwise its dev average before blowing up could win.
+    evals = max(1, max(sum(key in r for r in m) for _, _, m in runs))
     for c, s, m in runs:
-        # a run that failed before its first dev evaluation scores 0, as a non-finite one does
-        score = 0.0 if s["status"] == "failed" and not any(key in r for r in m) else run_score(m, last, key)
+        got = sum(key in r for r in m)
+        if s["status"] != "ok" and got < evals:
+            m = list(m) + [{key: 0.0}] * (evals - got)
+        score = run_score(m, last, key)
         by_lr.setdefault(float(c["method"]["lr"]), {})[int(c["seed"])] = (score, s["status"])
     seed_sets = {tuple(sorted(v)) for v in by_lr.values()}
     if len(seed_sets) != 1:

@@ -68,7 +68,8 @@ def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatc
 @pytest.mark.parametrize("name,tau,method", [
     ("decomfl", 1, {}), ("hiso", 1, {}), ("hiso", 2, {"h_source": "round_sum"}),
     ("hiso", 1, {"h_source": "round_sum"}), ("hiso", 1, {"h_source": "every_step", "weight_decay": 5e-4}),
-    ("hiso", 2, {"h_source": "every_step", "weight_decay": 5e-4}), ("zo_momentum", 1, {})])
+    ("hiso", 2, {"h_source": "every_step", "weight_decay": 5e-4}), ("zo_momentum", 1, {}),
+    ("hiso_scalar", 1, {})])  # its H update is a mean over the whole tensor: never sliced
 def test_fast_update_equals_the_plain_update(kind, name, tau, method, monkeypatch):
     plain = _rounds(name, kind, tau, 1, True, monkeypatch, **method)
     assert _rounds(name, kind, tau, 2, False, monkeypatch, **method) == plain

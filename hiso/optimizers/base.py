@@ -78,6 +78,9 @@ class ScalarOptimizer:
     Config: type = ZOConfig
     #: whether ``_after_step`` reads ``raw`` (else the step is preconditioned in place)
     keeps_raw = False
+    #: whether ``_after_step``'s state update is elementwise, so that a one-step update may run
+    #: slice by slice (False when it reduces over the tensor, as hiso_scalar's mean does)
+    elementwise_state = True
     #: float32 scalars uploaded per perturbation (a step's row holds P of each kind in turn)
     scalars_per_perturbation = 1
 
@@ -136,7 +139,8 @@ class ScalarOptimizer:
         def update(i: int, sampler: DirectionSampler) -> None:
             p = params[i]
             h = None if H is None else H[i]
-            if len(seeds) == 1 and p.is_contiguous() and (h is None or h.is_contiguous()):
+            if (len(seeds) == 1 and self.elementwise_state and p.is_contiguous()
+                    and (h is None or h.is_contiguous())):
                 # one step (tau = 1): the work after ``combine`` goes slice by slice, so that
                 # rsqrt(H), the step, its square and the H update stay in cache (elementwise:
                 # the same bits as whole tensors; tau > 1 keeps the whole-tensor order below,

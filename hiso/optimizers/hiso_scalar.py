@@ -21,6 +21,7 @@ from .hiso import HiSo, HiSoConfig
 class HiSoScalar(HiSo):
     name = "hiso_scalar"
     Config = HiSoConfig
+    elementwise_state = False  # the mean below is over the whole tensor
 
     def _update_h(self, H: torch.Tensor, delta: torch.Tensor) -> None:
         w_old, w_new = self._weights()

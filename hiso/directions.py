@@ -105,10 +105,8 @@ class DirectionSampler:
         """
         n = like.numel()
         dev = self.device
-        if self._table is None or self._table.device != dev:
-            self._table = self._sign_table()
         # c_j as the loop's scalar ops round it (float32), times +-1: exact
-        tables = [self._table * float(c) for c in coefs]
+        tables = [self._sign_table() * float(c) for c in coefs]
         gens = []
         for seed in seeds:
             g = torch.Generator(device=dev)
@@ -138,9 +136,11 @@ class DirectionSampler:
         return u if u.device == like.device else u.to(like.device)
 
     def _sign_table(self) -> torch.Tensor:
-        """[256, 8]: row b holds the signs 1 - 2 * (bit t of b), t = 0..7."""
-        bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
-        return (1 - 2 * bits).to(device=self.device, dtype=torch.float32)
+        """[256, 8]: row b holds the signs 1 - 2 * (bit t of b), t = 0..7 (built once)."""
+        if self._table is None or self._table.device != self.device:
+            bits = (torch.arange(256).unsqueeze(1) >> torch.arange(8)) & 1
+            self._table = (1 - 2 * bits).to(device=self.device, dtype=torch.float32)
+        return self._table
 
     def scaled_signs(self, seed: int, index: int, like: torch.Tensor, scale: float,
                      out: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,11 +149,9 @@ class DirectionSampler:
         a scaled sign table instead of a gather and a multiply."""
         if self.kind != "rademacher_bits":
             raise ValueError(f"scaled_signs draws rademacher_bits directions, not {self.kind!r}")
-        if self._table is None or self._table.device != self.device:
-            self._table = self._sign_table()
         self._gen.manual_seed(stream_seed(seed, index))
         target = out if out is not None and out.device == self.device else None
-        u = self._signs(like.shape, target, self._table * float(scale))
+        u = self._signs(like.shape, target, self._sign_table() * float(scale))
         if out is not None and target is None:
             return out.copy_(u)
         return u if u.device == like.device else u.to(like.device)
@@ -168,9 +166,7 @@ class DirectionSampler:
         words = torch.empty((n + 63) // 64, dtype=torch.int64, device=self.device)
         words.random_(-(1 << 63), None, generator=self._gen)  # full 64-bit range
         if table is None:
-            if self._table is None or self._table.device != self.device:
-                self._table = self._sign_table()
-            table = self._table
+            table = self._sign_table()
         index = words.view(torch.uint8).to(torch.int32)
         if out is not None and n % 8 == 0 and out.is_contiguous():
             torch.index_select(table, 0, index[: n // 8], out=out.view(-1, 8))

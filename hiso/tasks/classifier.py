@@ -2,17 +2,21 @@
 cross-entropy loss, seeded per-client batches, and eval/dev accuracy.
 
 A subclass sets ``self.arch`` (a :class:`hiso.vision.Arch`), ``self._x0`` (its flat initial
-weights), ``self.dev`` and ``self.eval`` ((x, y) tensors), and supplies ``client_data``.
+weights), ``self.dev`` and ``self.eval`` ((x, y) tensors), and supplies ``client_data`` and
+``describe`` (written as ``data.json``).
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import io
 from ..vision import plain_cpu_kernels
 from ..zo import Params, Perturbation
 from .base import Task
@@ -88,3 +92,12 @@ class FlatClassifierTask(Task):
             q = torch.quantile(h, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
             out.update(h_min=float(q[0]), h_median=float(q[1]), h_max=float(q[2]))
         return out
+
+    # -- artefacts ---------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """The run's data summary (``data.json``)."""
+        raise NotImplementedError
+
+    def write_artifacts(self, out_dir: Path) -> None:
+        """``data.json``: :meth:`describe`."""
+        io.atomic_write_text(Path(out_dir) / "data.json", json.dumps(self.describe(), indent=1) + "\n")

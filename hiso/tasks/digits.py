@@ -264,8 +264,7 @@ class DigitsTask(FlatClassifierTask):
     def write_artifacts(self, out_dir: Path) -> None:
         """``data.json``: the source used, split sizes, partition summary; ``client_labels.json``:
         the per-client label counts."""
-        out_dir = Path(out_dir)
-        io.atomic_write_text(out_dir / "data.json", json.dumps(self.describe(), indent=1) + "\n")
+        super().write_artifacts(out_dir)
         counts = label_counts(self.parts, self.splits.train_y)
-        io.atomic_write_text(out_dir / "client_labels.json",
+        io.atomic_write_text(Path(out_dir) / "client_labels.json",
                              json.dumps([{str(k): v for k, v in c.items()} for c in counts]) + "\n")

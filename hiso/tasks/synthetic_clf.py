@@ -26,14 +26,11 @@ held as one flat float32 vector.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import io
 from ..directions import derive
 from ..partition import label_skew
 from ..schema import SEED_MAX
@@ -154,10 +151,6 @@ class SyntheticClfTask(FlatClassifierTask):
             "feature_scale": self.cfg.feature_scale,
             f"label_skew_first_{k}_clients": label_skew(parts, np.concatenate(labels)),
         }
-
-    def write_artifacts(self, out_dir: Path) -> None:
-        """``data.json``: see :meth:`describe`."""
-        io.atomic_write_text(Path(out_dir) / "data.json", json.dumps(self.describe(), indent=1) + "\n")
 
 
 def _arch(cfg: SyntheticClfConfig) -> Arch:

@@ -96,6 +96,11 @@ def lm_smoke_grid_runs(w, rounds=None):
                   s=LM_SMOKE["selection_seeds"])
 
 
+def lm_smoke_select_args(w):
+    return select_args(LM_SMOKE_GRID[w.lm_variant], LM_SMOKE["select_last"],
+                       LM_SMOKE.get("max_extensions", 2))
+
+
 checkpoint lm_smoke_select_round:
     """One selection round on the dev split; its `extend` asks for one more lr beyond an edge."""
     input:
@@ -103,8 +108,7 @@ checkpoint lm_smoke_select_round:
     output:
         "results/lm_smoke/select/{lm_variant}/round{sel_round}.json",
     params:
-        args=lambda w: select_args(LM_SMOKE_GRID[w.lm_variant], LM_SMOKE["select_last"],
-                                   LM_SMOKE.get("max_extensions", 2)),
+        args=lm_smoke_select_args,
     benchmark:
         "results/benchmarks/lm_smoke_select/{lm_variant}_round{sel_round}.tsv"
     threads: 1
@@ -121,8 +125,7 @@ rule lm_smoke_select:
     output:
         "results/lm_smoke/selected/{lm_variant}.json",
     params:
-        args=lambda w: select_args(LM_SMOKE_GRID[w.lm_variant], LM_SMOKE["select_last"],
-                                   LM_SMOKE.get("max_extensions", 2)),
+        args=lm_smoke_select_args,
     benchmark:
         "results/benchmarks/lm_smoke_select/{lm_variant}.tsv"
     threads: 1

@@ -83,3 +83,13 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "x.html").write_text("<html></html>")
     out = check(str(tmp_path / "x.html"), "--chromium", shutil.which("true") or "/bin/true")
     assert out.returncode == 2 and "no embedded 'results'" in out.stderr
+
+
+@needs_chromium
+def test_a_report_with_many_large_figures_is_probed_to_the_end(tmp_path):
+    # the full CPU-tier report (13 figures, 5 MB) once left an async probe unfinished when Chromium
+    # dumped the page: the check must wait for every figure however many there are
+    report = page(tmp_path, {f"figures/f{i}.png": png(600, 400) for i in range(40)})
+    out = check(str(report))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "figures: 40, decoded in the browser: 40" in out.stdout

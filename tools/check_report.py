@@ -5,7 +5,7 @@
 Reads the results that ``snakemake reproduce-all --report report.html`` embedded in the page
 (figures: images; tables: CSV), then opens a copy of the page in headless Chromium (the system
 package, ``apt-get install chromium``) with a script appended that waits for the report's app to
-render and decodes every embedded figure in the browser (``img.decode()``: the browser's own
+render and decodes every embedded figure in the browser (drawn onto a canvas: the browser's own
 image decoder, as when the figure is shown), and prints per part the figures, decoded, and the
 tables. ``--manifest``: also checks that every PNG and CSV the manifest lists is in the report.
 
@@ -31,26 +31,47 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage"]
-# appended to a copy of the report: records errors, waits for the app, decodes every figure
+# appended to a copy of the report: records errors, loads every figure as an image of the page (so
+# that the page's load event waits for them), then, once loaded, draws each onto a canvas, which
+# decodes it synchronously (an async img.decode() is not waited for under --virtual-time-budget)
 PROBE = """
 <script>
-(async () => {
-  const out = {errors: window.__hisoErrors, images: {}};
+(() => {
+  const images = {};
   for (const [path, r] of Object.entries(results)) {
     if (!r.mime_type.startsWith("image/")) continue;
     const img = new Image();
     img.src = r.data_uri;
-    try { await img.decode(); out.images[path] = [img.naturalWidth, img.naturalHeight]; }
-    catch (err) { out.images[path] = [0, 0]; out.errors.push(path + ": " + err); }
+    images[path] = img;
   }
-  await new Promise(r => setTimeout(r, 500));
-  const app = document.querySelector("#app");
-  out.app_elements = app ? app.querySelectorAll("*").length : 0;
-  out.app_text = app ? app.innerText.slice(0, 2000) : "";
-  const pre = document.createElement("pre");
-  pre.id = "hiso-check";
-  pre.textContent = JSON.stringify(out);
-  document.body.appendChild(pre);
+  window.addEventListener("load", () => {
+    const out = {errors: window.__hisoErrors, images: {}};
+    const ctx = document.createElement("canvas").getContext("2d");
+    for (const [path, img] of Object.entries(images)) {
+      let size = [0, 0];
+      try {
+        if (img.complete && img.naturalWidth > 0) {
+          ctx.canvas.width = img.naturalWidth; ctx.canvas.height = img.naturalHeight;
+          ctx.drawImage(img, 0, 0);
+          const px = ctx.getImageData(0, 0, img.naturalWidth, img.naturalHeight).data;
+          let drawn = false;
+          for (let i = 3; i < px.length; i += 4) { if (px[i] !== 0) { drawn = true; break; } }
+          if (drawn) size = [img.naturalWidth, img.naturalHeight];
+          else out.errors.push(path + ": decoded to a blank image");
+        } else out.errors.push(path + ": did not load");
+      } catch (err) { out.errors.push(path + ": " + err); }
+      out.images[path] = size;
+    }
+    setTimeout(() => {
+      const app = document.querySelector("#app");
+      out.app_elements = app ? app.querySelectorAll("*").length : 0;
+      out.app_text = app ? app.innerText.slice(0, 2000) : "";
+      const pre = document.createElement("pre");
+      pre.id = "hiso-check";
+      pre.textContent = JSON.stringify(out);
+      document.body.appendChild(pre);
+    }, 500);
+  });
 })();
 </script>
 """

@@ -37,3 +37,24 @@ def test_dry_run_lists_grid_selection_and_report_runs_for_every_method():
     assert not set(tier["report_seeds"]) & set(tier["selection_seeds"])
     for v in variants:
         assert f"--lr-from results/pretrained/selected/{v}.json" in text
+
+
+def test_hiso_block_runs_as_an_extra_variant_beside_the_tiers_hiso_and_decomfl():
+    # issue #15 on the pretrained model: hiso_block gets the tier's grid, selection and report
+    # runs (its own lr grid), is left out of the tier's table, and its comparison reads the
+    # tier's HiSo and DeComFL report runs (named by variant: the comparison groups by name)
+    tier = yaml.safe_load((ROOT / "configs" / "pretrained.yaml").read_text())["pretrained"]
+    out = subprocess.run(
+        [sys.executable, "-m", "snakemake", "hiso_block_pretrained", "-n", "-p", "--forceall",
+         "--cores", "2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
+    seeds = len(tier["report_seeds"])
+    assert counts["pretrained_grid"] == str(sum(len(tier[k][v]["lrs"]) for k, v in
+                                                (("variants", "hiso"), ("variants", "decomfl"),
+                                                 ("extra_variants", "hiso_block"))))
+    assert counts["pretrained_run"] == str(3 * seeds)
+    assert "pretrained_report" not in counts and counts["hiso_block_pretrained"] == "1"
+    assert '"name": "hiso_block"' in text and "name=hiso_block" in text
+    assert "--compare pretrained results/hiso_block/pretrained/metrics.csv hiso" in text

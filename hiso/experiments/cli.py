@@ -50,7 +50,8 @@ def add_commands(sub) -> None:
                         "hiso_block is judged against (repeatable)")
     b.add_argument("--md", required=True)
     b.add_argument("--csv", required=True)
-    b.add_argument("--figure", required=True, help="rounds against d (engine runs, else the reduced ones)")
+    b.add_argument("--figure", help="rounds against d (engine runs, else the reduced ones); needs "
+                                     "--results or --scale")
     b.add_argument("--tier", default=None, help="the pipeline tier, named in the table's footer")
     b.set_defaults(handler=cmd_block_report)
 
@@ -106,11 +107,13 @@ def cmd_block_report(args) -> int:
     for key, given in (("blocks", args.results), ("blocks_scale", args.scale)):
         if given and key not in cfg:
             raise UserError(f"{args.config}: no section {key!r}")
+    if args.figure and not (args.results or args.scale):
+        raise UserError("block-report: --figure draws rounds against d: give --results or --scale")
     for task, path, _ in args.compare:
         if not Path(path).is_file():
             raise UserError(f"--compare {task}: {path} does not exist")
     write_blocks_table(cfg.get("blocks", {}), cfg["common"], Path(args.results) if args.results else None,
-                       cfg["checks"], Path(args.md), Path(args.csv), Path(args.figure),
+                       cfg["checks"], Path(args.md), Path(args.csv), Path(args.figure) if args.figure else None,
                        scale=(cfg["blocks_scale"], Path(args.scale)) if args.scale else None,
                        compare=[(t, Path(p), b) for t, p, b in args.compare], tier=args.tier)
     return 0

@@ -4,6 +4,8 @@
 #   digits:     the digits check's machinery (grid on the selection seeds, `hiso select` on the
 #               dev split, report seeds at the selected lr) on a shorter budget
 #   lm:         the same on the LM smoke task (lm.smoke's tiny OPT), `hiso run` per run
+#   pretrained: hiso_block as an extra variant of the pretrained tier (its rules run it), against
+#               that tier's HiSo and DeComFL: `snakemake hiso_block_pretrained` (own table and figure)
 #   outputs:    paper_tables/hiso_block.md/.csv/.tex (every PASS/FAIL row and each part's rows),
 #               figures/hiso_block_scale.png, figures/hiso_block_digits.png, figures/hiso_block_lm.png
 # `snakemake hiso_block_all --cores 2`; not in reproduce-all (over the CPU tier's budget).
@@ -198,3 +200,46 @@ rule hiso_block_all:
     input:
         rules.hiso_block_report.output,
 
+
+
+# -- the pretrained tier's SmolLM2-135M (pretrained.smk runs hiso_block as an extra variant) ------
+HBP = HB["pretrained"]
+
+
+rule hb_pretrained_aggregate:
+    input:
+        [f"{PT_RES}/{v}/seed{s}/summary.json" for v in HBP["variants"] for s in PT["report_seeds"]],
+    output:
+        HBP["results"] + "/metrics.csv",
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} aggregate {input} --out {output}"
+
+
+rule hiso_block_pretrained:
+    """Issue #15 on a pretrained LM: hiso_block against HiSo and DeComFL on the pretrained tier's
+    model and task, per round and per forward pass (`snakemake hiso_block_pretrained --cores 2`)."""
+    input:
+        cfg=TH_CFG,
+        metrics=HBP["results"] + "/metrics.csv",
+    output:
+        md="paper_tables/hiso_block_pretrained.md",
+        csv="paper_tables/hiso_block_pretrained.csv",
+        tex="paper_tables/hiso_block_pretrained.tex",
+        fig="figures/hiso_block_pretrained.png",
+        pdf="figures/hiso_block_pretrained.pdf",
+    params:
+        names=" ".join(HBP["variants"]),
+    benchmark:
+        "results/benchmarks/hiso_block_pretrained.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000, runtime=15,
+    shell:
+        "{HISO} theory block-report --config {input.cfg} --compare pretrained {input.metrics} {HBP[baseline]} "
+        "--md {output.md} --csv {output.csv} --tier {TIER} && "
+        "{HISO} digits figure curves {input.metrics} --names {params.names} --out {output.fig} "
+        "--title 'Pretrained tier: SmolLM2-135M on the reviews task, 6 clients, Dirichlet alpha = 1; "
+        "lr selected on the dev split (legend); line: mean over seeds, band: min-max'"

@@ -20,8 +20,9 @@ configfile: "configs/pretrained.yaml"
 
 PT = config["pretrained"]
 PT_RES = PT["results"]
-PT_VARIANTS = PT["variants"]
-PT_GRID = {v: [f"{float(lr):g}" for lr in spec["lrs"]] for v, spec in PT_VARIANTS.items()}
+PT_VARIANTS = PT["variants"]  # the tier's table
+PT_ALL = {**PT_VARIANTS, **PT.get("extra_variants", {})}  # every variant the rules can run
+PT_GRID = {v: [f"{float(lr):g}" for lr in spec["lrs"]] for v, spec in PT_ALL.items()}
 PT_MODEL = f"{PT_RES}/model.json"
 PT_BENCH = f"{PT_RES}/benchmarks"  # per-job wall and CPU seconds (snakemake `benchmark:`)
 HISO_MODELS = f"{shlex.quote(sys.executable)} -m hiso.models"
@@ -36,7 +37,7 @@ wildcard_constraints:
 
 def pt_sets(variant, *extra):
     """--set flags: the variant's whole method mapping (JSON is YAML flow style), then extras."""
-    method = json.dumps(PT_VARIANTS[variant]["method"], sort_keys=True)
+    method = json.dumps(PT_ALL[variant]["method"], sort_keys=True)
     return sets([f"method={method}", *extra])
 
 
@@ -124,7 +125,7 @@ rule pretrained_run:
         PT_BENCH + "/report_{pt_variant}_seed{pt_seed}.tsv"
     params:
         sets=lambda w: pt_sets(w.pt_variant, f"seed={w.pt_seed}",
-                               f"name=pretrained-{w.pt_variant}-seed{w.pt_seed}"),
+                               f"name={w.pt_variant}"),  # comparisons group report runs by name
         out=lambda w, output: os.path.dirname(output[0]),
     threads: 1
     resources:

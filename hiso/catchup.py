@@ -28,7 +28,7 @@ def measure(run_dir: str | Path, ks: list[int], repeats: int = 3) -> list[dict]:
     from .export import read_source, resolved_task_and_method
     from .messages import ZODownlink
     from .optimizers.base import ScalarOptimizer
-    from .protocol import _clone, catch_up, round_seed
+    from .protocol import catch_up, clone, round_seed
 
     import torch
 
@@ -51,7 +51,7 @@ def measure(run_dir: str | Path, ks: list[int], repeats: int = 3) -> list[dict]:
         down = ZODownlink(R, round_seed(run.seed, R), R - k, missed).encode()
         times = []
         for _ in range(repeats):
-            params, state = _clone(params0), _clone(state0)
+            params, state = clone(params0), clone(state0)
             t0 = time.perf_counter()
             catch_up(method, params, state, missed, tau, P)
             times.append(time.perf_counter() - t0)

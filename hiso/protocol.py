@@ -128,7 +128,8 @@ class ClientState:
     synced: int = 0  # the round whose start state the client holds
 
 
-def _clone(ts: Params) -> Params:
+def clone(ts: Params) -> Params:
+    """Detached copies (a client's own state, a round's reset point)."""
     return [t.detach().clone() for t in ts]
 
 
@@ -210,7 +211,7 @@ class ZOFederation:
                 # it can read the server's state directly: no model copy at all
                 return self.params, self.state, None
             if self._work is None:
-                self._work = (_clone(self.params), _clone(self.state))
+                self._work = (clone(self.params), clone(self.state))
             params, state = self._work
             _copy_into(params, self.params)
             _copy_into(state, self.state)
@@ -224,7 +225,7 @@ class ZOFederation:
             raise RuntimeError(f"client {c}: holds round {cs.synced}, catch-up starts at {msg.first_missed}")
         catch_up(self.opt, cs.params, cs.state, msg.missed, self.tau, self.P)
         cs.synced = msg.round
-        return cs.params, cs.state, (_clone(cs.params), _clone(cs.state))
+        return cs.params, cs.state, (clone(cs.params), clone(cs.state))
 
     def _local_round(self, params: Params, state: Params, c: int, r: int, seeds) -> tuple[np.ndarray, float]:
         return local_round(self.task, self.opt, params, state, c, r, seeds)
@@ -247,7 +248,7 @@ class ZOFederation:
         that state, bit for bit; copying it rebuilds the client without replaying it."""
         cs = self.clients.get(c)
         if cs is None:
-            self.clients[c] = ClientState(_clone(self.params), _clone(self.state), r)
+            self.clients[c] = ClientState(clone(self.params), clone(self.state), r)
             return
         _copy_into(cs.params, self.params)
         _copy_into(cs.state, self.state)
@@ -310,7 +311,7 @@ class ZOClient:
                              f"rounds {msg.first_missed}..{msg.round - 1}")
         catch_up(self.opt, cs.params, cs.state, msg.missed[skip:], self.tau, self.P)
         cs.synced = msg.round
-        reset = (_clone(cs.params), _clone(cs.state)) if self.tau > 1 else None
+        reset = (clone(cs.params), clone(cs.state)) if self.tau > 1 else None
         scalars, loss = local_round(self.task, self.opt, cs.params, cs.state, self.client, msg.round,
                                     step_seeds(msg.round_seed, self.tau, self.P))
         if reset is not None:
@@ -333,7 +334,7 @@ class VectorFederation:
         self.ledger = ledger if ledger is not None else Ledger()
         self.params: Params = task.init_params()
         self.state: Params = method.init_state(self.params)
-        self._work = _clone(self.params)
+        self._work = clone(self.params)
         self._acc = [torch.zeros_like(p) for p in self.params]
 
     def run_round(self, r: int) -> RoundResult:

@@ -239,7 +239,7 @@ rule hiso_block_pretrained:
         mem_mb=2000, runtime=15,
     shell:
         "{HISO} theory block-report --config {input.cfg} --compare pretrained {input.metrics} {HBP[baseline]} "
-        "--md {output.md} --csv {output.csv} --tier {TIER} && "
+        "--md {output.md} --csv {output.csv} --tier pretrained && "
         "{HISO} digits figure curves {input.metrics} --names {params.names} --out {output.fig} "
         "--title 'Pretrained tier: SmolLM2-135M on the reviews task, 6 clients, Dirichlet alpha = 1; "
         "lr selected on the dev split (legend); line: mean over seeds, band: min-max'"

@@ -182,9 +182,9 @@ rule pretrained_report:
         "{HISO} figure convergence {input.metrics} --out {output.fig} && "
         "{HISO} figure-diagnostics {input.metrics} --out {output.h} && "
         "{HISO} table convergence {input.metrics} --out {output.md} --csv {output.csv} "
-        "--title {params.title:q} --reach {PT[reach]} --reference {PT[reference]} --tier {TIER} && "
+        "--title {params.title:q} --reach {PT[reach]} --reference {PT[reference]} --tier pretrained && "
         "{HISO} table selection {input.selected} --out {output.sel_md} --csv {output.sel_csv} "
-        "--title {params.sel_title:q} --tier {TIER}"
+        "--title {params.sel_title:q} --tier pretrained"
 
 
 rule pretrained_all:

@@ -51,7 +51,7 @@ test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt torch
-	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt --upgrade --upgrade-strategy eager -e '.[test,gguf,flower,slurm]'
+	.venv-latest/bin/$(PIP) -c requirements/torch-cpu.txt --upgrade --upgrade-strategy eager -e '.[test,fast,gguf,flower,slurm]'
 	.venv-latest/bin/$(PIP) --no-deps -r requirements/no-deps.txt
 	.venv-latest/bin/python -m pip list --format=freeze --disable-pip-version-check > .venv-latest/versions.txt
 	grep -iE '^(torch|transformers|datasets|snakemake|numpy|tokenizers|huggingface.hub)=' .venv-latest/versions.txt
@@ -64,7 +64,7 @@ lock:
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/$(PIP) pip-tools==7.6.2
 	.venv-lock/bin/pip-compile --quiet --upgrade --strip-extras --allow-unsafe --no-emit-index-url \
-	  --no-emit-find-links --extra test --extra gguf --extra flower --extra slurm -c requirements/torch-cpu.txt -o $(LOCK) pyproject.toml
+	  --no-emit-find-links --extra test --extra fast --extra gguf --extra flower --extra slurm -c requirements/torch-cpu.txt -o $(LOCK) pyproject.toml
 	rm -rf .venv-lock
 
 bench: $(STAMP)

@@ -5,8 +5,10 @@ task and the method exactly as a run does (``hiso.runner.Run.build``), then time
 ``round_update`` (the one function the server, the clients' catch-up, resume and ``hiso
 export`` call; for HiSo it includes the H update) on random averaged scalars, P = 5, tau = 1, for
 each direction kind and each path: ``plain`` (the update before the fast path: each direction a
-float32 tensor added in turn, tensors one after the other) and ``fast`` (the current one; the
-same numbers bit for bit). Each replays ``--rounds`` rounds after one untimed warm-up round; the
+float32 tensor added in turn, tensors one after the other), ``fast`` (torch ops only: signs
+folded byte by byte, tensors on threads, slices in cache) and ``fused`` (the default where numba
+is installed: ``hiso.fused``'s one compiled pass per element, for ``rademacher_bits`` at tau = 1;
+Gaussian directions take the ``fast`` path); all three give the same numbers bit for bit. Each replays ``--rounds`` rounds after one untimed warm-up round; the
 per-round median is extrapolated to 1,000 rounds (every round costs the same). One forward is
 the task's unperturbed loss on a batch of 16 rows x 64 tokens, timed between the replays in the
 same process (median over all of them), so ratio = (seconds per replayed round) / (seconds per
@@ -15,7 +17,8 @@ beside wall seconds: on a machine others are using, the CPU-time ratio is the st
 (it counts the work, not the waiting; it does not show the threads' overlap).
 
     .venv/bin/python benchmarks/replay.py [--threads 2] [--rounds 3] [--method hiso]
-        [--directions gaussian rademacher_bits] [--layers 12 --hidden 768] [--json out.json]
+        [--directions gaussian rademacher_bits] [--paths plain fast fused] [--layers 12 --hidden 768]
+        [--json out.json]
 
 The machine's load average is printed with the results: on a shared machine only ratios taken
 in one run compare.
@@ -62,6 +65,7 @@ def plain_update():
     op), each step applied to whole tensors. Same numbers, bit for bit
     (tests/test_fast_replay.py)."""
     import hiso.optimizers.base as base
+    from hiso import fused
     from hiso.zo import combine_loop
 
     saved = base.combine, base.each_tensor, base.UPDATE_SLICE
@@ -69,7 +73,8 @@ def plain_update():
     base.each_tensor = lambda params, fn, sampler: [fn(i, sampler) for i in range(len(params))]
     base.UPDATE_SLICE = 1 << 62  # whole tensors after combine
     try:
-        yield
+        with fused.disabled():
+            yield
     finally:
         base.combine, base.each_tensor, base.UPDATE_SLICE = saved
 
@@ -91,8 +96,10 @@ def main() -> None:
     ap.add_argument("--P", type=int, default=5)
     ap.add_argument("--method", default="hiso")
     ap.add_argument("--directions", nargs="+", default=["gaussian", "rademacher_bits"])
-    ap.add_argument("--paths", nargs="+", default=["plain", "fast"], choices=["plain", "fast"],
-                    help="plain: the update before the fast path; fast: the current one")
+    ap.add_argument("--paths", nargs="+", default=["plain", "fast", "fused"],
+                    choices=["plain", "fast", "fused"],
+                    help="plain: the update before the fast path; fast: torch ops only; fused: "
+                         "hiso.fused's compiled kernel (needs numba; rademacher_bits only)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,11 +128,19 @@ def main() -> None:
     res = {"threads": args.threads, "P": args.P, "tau": 1, "method": args.method,
            "num_params": task.num_params(), "tensors": len(fed.params), "runs": []}
     rng = np.random.default_rng(0)
+    from hiso import fused
+
+    if "fused" in args.paths and not fused.enabled():
+        sys.exit("--paths fused: hiso.fused is off here (numba missing, HISO_FUSED=0, or its "
+                 "self-check failed): pip install 'hiso[fast]'")
+    contexts = {"plain": plain_update, "fast": fused.disabled, "fused": contextlib.nullcontext}
     for kind in args.directions:
         opt = resolved.method_cls(resolved.method_cfg, DirectionSampler(kind), task)
         for path in args.paths:
+            if path == "fused" and kind != "rademacher_bits":
+                continue  # Gaussian directions have no fused kernel: it would time `fast` again
             times, cpu = [], []
-            with plain_update() if path == "plain" else contextlib.nullcontext():
+            with contexts[path]():
                 for r in range(args.rounds + 1):
                     scalars = rng.standard_normal((1, args.P)).astype(np.float32)
                     seeds = step_seeds(round_seed(0, r), 1, args.P)

@@ -5,6 +5,8 @@ whichever path either took."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -36,7 +38,11 @@ def test_combine_signs_equals_the_sequential_float32_sum(P):
         assert got.shape == want.shape and torch.equal(got, want)
 
 
-def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatch, **method):
+def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatch=None, **method):
+    """Hashes of params and state after 3 rounds; ``slow``: the plain update (no fused kernel,
+    one direction at a time, tensors one after the other, whole tensors)."""
+    from hiso import fused
+
     cfg = resolve({"name": "t", "task": {"name": "quadratic", "dim": 4},
                    "method": {"name": name, "lr": 1e-3, "perturbations": 5, "directions": kind,
                               **method}}).method_cfg
@@ -45,22 +51,22 @@ def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatc
     params = [torch.randn(s, generator=g) for s in SHAPES]
     state = opt.init_state(params)
     rng = np.random.default_rng(1)
-    if slow:
-        monkeypatch.setattr(base, "combine", combine_loop)
-        monkeypatch.setattr(base, "each_tensor", lambda ps, fn, smp: [fn(i, smp) for i in range(len(ps))])
-        monkeypatch.setattr(base, "UPDATE_SLICE", 1 << 62)  # whole tensors after combine
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for r in range(3):
-            seeds = step_seeds(round_seed(5, r), tau, 5)
-            scalars = (rng.standard_normal((tau, 5)) * 10).astype(np.float32)
-            if tau > 1:
-                opt.local_step(params, state, seeds[0], scalars[0])
-            opt.round_update(params, state, seeds, scalars)
-    finally:
-        torch.set_num_threads(before)
-        monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as mp, fused.disabled() if slow else contextlib.nullcontext():
+        if slow:
+            mp.setattr(base, "combine", combine_loop)
+            mp.setattr(base, "each_tensor", lambda ps, fn, smp: [fn(i, smp) for i in range(len(ps))])
+            mp.setattr(base, "UPDATE_SLICE", 1 << 62)  # whole tensors after combine
+        torch.set_num_threads(threads)
+        try:
+            for r in range(3):
+                seeds = step_seeds(round_seed(5, r), tau, 5)
+                scalars = (rng.standard_normal((tau, 5)) * 10).astype(np.float32)
+                if tau > 1:
+                    opt.local_step(params, state, seeds[0], scalars[0])
+                opt.round_update(params, state, seeds, scalars)
+        finally:
+            torch.set_num_threads(before)
     return params_sha256(params), params_sha256(state) if state else None
 
 
@@ -97,3 +103,113 @@ def test_replay_equals_the_server_on_a_many_tensor_model(kind, name, tmp_path, m
     monkeypatch.setattr(zo, "PARALLEL_MIN_NUMEL", 1 << 62)
     serial = Run(resolve(cfg), tmp_path / "b", progress=False).execute()
     assert serial["params_sha256"] == threaded["params_sha256"]
+
+
+# -- the fused kernel (hiso.fused, optional numba) ------------------------------------------------
+
+@pytest.fixture
+def fused_on(monkeypatch):
+    pytest.importorskip("numba")
+    from hiso import fused
+
+    monkeypatch.delenv("HISO_FUSED", raising=False)
+    monkeypatch.setitem(fused._state, "ok", None)
+    calls = []
+    real = fused.update
+    monkeypatch.setattr(fused, "update", lambda *a, **k: (calls.append(a[2]), real(*a, **k)))
+    return fused, calls
+
+
+@pytest.mark.parametrize("name,method", [
+    ("decomfl", {}), ("hiso", {}), ("hiso", {"h_source": "every_step", "weight_decay": 5e-4}),
+    ("hiso", {"h_convention": "nu_on_new", "nu": 0.3, "eps": 1e-3}), ("mezo", {"weight_decay": 1e-2})])
+def test_the_fused_kernel_runs_and_gives_the_plain_updates_bits(name, method, fused_on, monkeypatch):
+    fused, calls = fused_on
+    plain = _rounds(name, "rademacher_bits", 1, 1, True, monkeypatch, **method)
+    assert not calls  # the plain path never reaches the fused kernel
+    assert fused.enabled()
+    got = _rounds(name, "rademacher_bits", 1, 2, False, monkeypatch, **method)
+    assert len(calls) == 3 * len(SHAPES) and sorted(set(calls)) == list(range(len(SHAPES)))
+    assert got == plain
+    calls.clear()
+    with fused.disabled():
+        assert _rounds(name, "rademacher_bits", 1, 2, False, monkeypatch, **method) == plain
+    assert not calls
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 5e-4])
+def test_a_fused_local_step_with_a_fixed_h_gives_the_torch_paths_bits(weight_decay, fused_on):
+    fused, calls = fused_on
+    cfg = resolve({"name": "t", "task": {"name": "quadratic", "dim": 4},
+                   "method": {"name": "hiso", "lr": 1e-2, "directions": "rademacher_bits",
+                              "weight_decay": weight_decay}}).method_cfg
+    opt = SCALAR_METHODS["hiso"](cfg, DirectionSampler("rademacher_bits"))
+    g = torch.Generator().manual_seed(3)
+    out = []
+    for ctx in (fused.disabled(), contextlib.nullcontext()):
+        params = [torch.randn(s, generator=g.manual_seed(3)) for s in SHAPES]
+        state = [torch.rand(s, generator=g) + 0.1 for s in SHAPES]
+        h0 = [h.clone() for h in state]
+        with ctx:
+            opt.local_step(params, state, step_seeds(round_seed(1, 0), 1, 5)[0],
+                           np.array([3.0, -1.0, 0.5, 2.0, -7.0], np.float32))
+        assert all(torch.equal(a, b) for a, b in zip(state, h0))  # a client's step leaves H
+        out.append(params_sha256(params))
+    assert len(calls) == len(SHAPES) and out[0] == out[1]
+
+
+def test_the_fused_kernel_is_not_used_where_it_does_not_apply(fused_on, monkeypatch):
+    fused, calls = fused_on
+    _rounds("hiso", "gaussian", 1, 1, False, monkeypatch)               # Gaussian directions
+    assert not calls
+    # tau > 1: the round update (tau steps) takes the torch path; a client's own local step
+    # (one step, H fixed) is fused
+    _rounds("hiso", "rademacher_bits", 2, 1, False, monkeypatch)
+    assert len(calls) == 3 * len(SHAPES)
+    calls.clear()
+    _rounds("hiso_scalar", "rademacher_bits", 1, 1, False, monkeypatch)  # H update over a tensor
+    _rounds("zo_momentum", "rademacher_bits", 1, 1, False, monkeypatch)  # its own state
+    assert not calls
+    monkeypatch.setenv("HISO_FUSED", "0")
+    _rounds("decomfl", "rademacher_bits", 1, 1, False, monkeypatch)
+    assert not calls
+
+
+def test_the_self_check_catches_a_kernel_that_rounds_differently(fused_on, monkeypatch):
+    """A kernel computing x - lr * step with two roundings (no FMA), as torch does on a CPU
+    without FMA: the first-use check sees it, and the fused path stays off (warning)."""
+    fused, calls = fused_on
+    assert fused._agrees()
+
+    def unfused(W, c, x, h, mode, neg_lr, wd, w_old, w_new, eps):
+        n = x.shape[0]
+        bits = (W.view(np.uint8)[:, : (n + 7) // 8, None] >> np.arange(8, dtype=np.uint8)) & 1
+        u = (1 - 2 * bits.reshape(W.shape[0], -1)[:, :n].astype(np.float32))
+        acc = u[0] * c[0]
+        for j in range(1, len(c)):
+            acc = acc + u[j] * c[j]
+        step = acc if mode == 0 else acc * (np.float32(1) / np.sqrt(h))
+        if wd != 0:
+            step = step + wd * x
+        x[:] = x + neg_lr * step  # two roundings
+        if mode == 2:
+            h[:] = h * w_old + w_new * (step * step + eps)
+
+    monkeypatch.setitem(fused._state, "kernel", unfused)
+    assert not fused._agrees()
+    with pytest.warns(RuntimeWarning, match="does not reproduce torch"):
+        assert not fused.enabled()
+    plain = _rounds("hiso", "rademacher_bits", 1, 1, True, monkeypatch)
+    assert _rounds("hiso", "rademacher_bits", 1, 1, False, monkeypatch) == plain
+    assert not calls
+
+
+def test_without_numba_the_torch_path_runs(monkeypatch):
+    import sys
+    from hiso import fused
+
+    monkeypatch.setitem(fused._state, "ok", None)
+    monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
+    assert not fused.enabled()
+    plain = _rounds("hiso", "rademacher_bits", 1, 1, True, monkeypatch)
+    assert _rounds("hiso", "rademacher_bits", 1, 2, False, monkeypatch) == plain

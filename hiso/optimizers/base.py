@@ -29,6 +29,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from .. import fused
 from ..directions import DirectionSampler
 from ..zo import Params, combine, descend, each_tensor, estimate, step_coefficients
 
@@ -135,12 +136,24 @@ class ScalarOptimizer:
         """
         H = self.preconditioner(state)
         coefs = [step_coefficients(np.asarray(g)) for g in scalars]
+        # decided here, on the caller's thread (fused.disabled() is per thread); the kernel
+        # draws the words itself, as DirectionSampler does (not a sampler of another kind)
+        fuse = (len(seeds) == 1 and type(self.sampler) is DirectionSampler
+                and self.sampler.kind == "rademacher_bits" and self.sampler.device.type == "cpu"
+                and fused.enabled())
+        h_update = self._fused_h_update(final) if fuse else None
+        fuse = fuse and h_update is not None
 
         def update(i: int, sampler: DirectionSampler) -> None:
             p = params[i]
             h = None if H is None else H[i]
             if (len(seeds) == 1 and self.elementwise_state and p.is_contiguous()
                     and (h is None or h.is_contiguous())):
+                if fuse and p.dtype == torch.float32 and p.device.type == "cpu" and (
+                        h is None or h.dtype == torch.float32):
+                    fused.update(seeds[0], coefs[0], i, p, h, self.cfg.lr,
+                                 self.cfg.weight_decay, h_update or None)
+                    return
                 # one step (tau = 1): the work after ``combine`` goes slice by slice, so that
                 # rsqrt(H), the step, its square and the H update stay in cache (elementwise:
                 # the same bits as whole tensors; tau > 1 keeps the whole-tensor order below,
@@ -173,6 +186,13 @@ class ScalarOptimizer:
 
         with torch.no_grad():
             each_tensor(params, update, self.sampler)
+
+    def _fused_h_update(self, final: bool) -> tuple[float, ...] | None:
+        """How ``hiso.fused`` may run a one-step update of this method: ``()`` when the state
+        is left alone (H, if any, fixed), ``(w_old, w_new, eps)`` for H <- w_old H + w_new
+        (step^2 + eps), None when it cannot (the torch path runs). Only a method whose
+        ``_after_step`` is the base's (no state update) is fusable by default."""
+        return () if type(self)._after_step is ScalarOptimizer._after_step else None
 
     def _after_step(self, state: Params, i: int, k: int, raw: torch.Tensor, step: torch.Tensor,
                     span: tuple[int, int] | None = None) -> None:

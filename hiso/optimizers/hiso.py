@@ -73,6 +73,12 @@ class HiSo(ScalarOptimizer):
         self._round_sums: dict[tuple, torch.Tensor] = {}
         super()._apply(params, state, seeds, scalars, final)
 
+    def _fused_h_update(self, final: bool):
+        # one step: last_step, round_sum and every_step all update H from that step's direction
+        if type(self)._update_h is not HiSo._update_h:
+            return None
+        return (*self._weights(), self.cfg.eps) if final else ()
+
     def _after_step(self, state, i, k, raw, step, span=None) -> None:
         last = k == self._tau - 1
         source = self.cfg.h_source

@@ -1,6 +1,6 @@
 # Large federations (issue #14; not in reproduce-all): `snakemake large_federation --cores 2`.
 # Cells (task, M clients, participation m/M, Dirichlet alpha, straggler probability q) from
-# configs/pipeline.yaml `large_federation.grids[grid]` (`reduced` by default; `--config
+# configs/pipeline.yaml `large_federation.grids[grid]` (`medium` by default; `--config
 # lf_grid=study` for the full grid). Per cell and method:
 #   grid:    the method's lrs on the selection seeds        results/large_federation/grid/...
 #   select:  lr on the dev split (`hiso select`)
@@ -11,7 +11,7 @@ import itertools
 
 LF = config["large_federation"]
 LF_RES = LF.get("results", "results/large_federation")
-LF_GRID_NAME = config.get("lf_grid", LF.get("grid", "reduced"))
+LF_GRID_NAME = config.get("lf_grid", LF.get("grid", "medium"))
 LF_GRID = LF["grids"][LF_GRID_NAME]
 
 

@@ -40,6 +40,13 @@ def stream_seed(seed: int, index: int) -> int:
     return derive(seed, index)
 
 
+def draw_words(words: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fill int64 ``words`` with ``generator``'s next full-range random words: the bits of
+    ``rademacher_bits`` directions (u_k = 1 - 2 * bit k of the words as little-endian bytes).
+    Every path that regenerates those directions draws them here."""
+    return words.random_(-(1 << 63), None, generator=generator)
+
+
 class DirectionSampler:
     """Draws tensor ``index`` of the direction named by ``seed``.
 
@@ -125,7 +132,7 @@ class DirectionSampler:
             nb = b - a
             o = out[a:b]
             for j, g in enumerate(gens):
-                w = words[: (nb + 7) // 8].random_(-(1 << 63), None, generator=g)  # as _signs
+                w = draw_words(words[: (nb + 7) // 8], g)
                 ix = index_buf[:nb].copy_(w.view(torch.uint8)[:nb])
                 if j == 0:
                     torch.index_select(tables[0], 0, ix, out=o)
@@ -163,8 +170,8 @@ class DirectionSampler:
         n = 1
         for s in shape:
             n *= int(s)
-        words = torch.empty((n + 63) // 64, dtype=torch.int64, device=self.device)
-        words.random_(-(1 << 63), None, generator=self._gen)  # full 64-bit range
+        words = draw_words(torch.empty((n + 63) // 64, dtype=torch.int64, device=self.device),
+                           self._gen)
         if table is None:
             table = self._sign_table()
         index = words.view(torch.uint8).to(torch.int32)

@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 import torch
 
-from .directions import stream_seed
+from .directions import draw_words, stream_seed
 
 _lock = threading.RLock()  # enabled() compiles the kernel while holding it
 _state: dict[str, object] = {"ok": None, "kernel": None}
@@ -55,12 +55,19 @@ def _words(seeds, index: int, n: int) -> torch.Tensor:
     g = torch.Generator()
     for j, seed in enumerate(seeds):
         g.manual_seed(stream_seed(seed, index))
-        W[j].random_(-(1 << 63), None, generator=g)
+        draw_words(W[j], g)
     return W
 
 
-def _run(seeds, coefs, index: int, x: torch.Tensor, h: torch.Tensor | None, lr: float,
-         weight_decay: float, h_weights: tuple[float, float, float] | None) -> None:
+def update(seeds, coefs, index: int, x: torch.Tensor, h: torch.Tensor | None, lr: float,
+           weight_decay: float, h_weights: tuple[float, float, float] | None) -> None:
+    """x <- x - lr (H^{-1/2} sum_j coefs[j] u_index(seeds[j]) + weight_decay x) in place, then,
+    with ``h_weights`` = (w_old, w_new, eps), H <- w_old H + w_new (step^2 + eps) in place.
+    ``x`` and ``h``: contiguous float32 CPU tensors; the caller checks ``enabled()``."""
+    _update(seeds, coefs, index, x, h, lr, weight_decay, h_weights)
+
+
+def _update(seeds, coefs, index, x, h, lr, weight_decay, h_weights) -> None:
     n = x.numel()
     W = _words(seeds, index, n).view(torch.int32).numpy()
     c = np.array([float(v) for v in coefs], dtype=np.float32)  # as the torch path rounds them
@@ -120,18 +127,10 @@ def _agrees() -> bool:
             descend(xt, step, 1e-3, wd)
             if weights is not None:
                 ht.mul_(weights[0]).add_(step.square().add_(weights[2]), alpha=weights[1])
-            _run(seeds, coefs, 7, x, h, 1e-3, wd, weights)
+            _update(seeds, coefs, 7, x, h, 1e-3, wd, weights)
             if not torch.equal(x, xt) or (h is not None and not torch.equal(h, ht)):
                 return False
     return True
-
-
-def update(seeds, coefs, index: int, x: torch.Tensor, h: torch.Tensor | None, lr: float,
-           weight_decay: float, h_weights: tuple[float, float, float] | None) -> None:
-    """x <- x - lr (H^{-1/2} sum_j coefs[j] u_index(seeds[j]) + weight_decay x) in place, then,
-    with ``h_weights`` = (w_old, w_new, eps), H <- w_old H + w_new (step^2 + eps) in place.
-    ``x`` and ``h``: contiguous float32 CPU tensors; the caller checks ``enabled()``."""
-    _run(seeds, coefs, index, x, h, lr, weight_decay, h_weights)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ export`` call; for HiSo it includes the H update) on random averaged scalars, P 
 each direction kind and each path: ``plain`` (the update before the fast path: each direction a
 float32 tensor added in turn, tensors one after the other), ``fast`` (torch ops only: signs
 folded byte by byte, tensors on threads, slices in cache) and ``fused`` (the default where numba
-is installed: ``hiso.fused``'s one compiled pass per element, for ``rademacher_bits`` at tau = 1;
+is installed, in replays: ``hiso.fused``'s one compiled pass per element, for ``rademacher_bits`` at tau = 1;
 Gaussian directions take the ``fast`` path); all three give the same numbers bit for bit. Each replays ``--rounds`` rounds after one untimed warm-up round; the
 per-round median is extrapolated to 1,000 rounds (every round costs the same). One forward is
 the task's unperturbed loss on a batch of 16 rows x 64 tokens, timed between the replays in the
@@ -130,10 +130,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     from hiso import fused
 
-    if "fused" in args.paths and not fused.enabled():
+    with fused.replaying():
+        fused_ok = fused.enabled()
+    if "fused" in args.paths and not fused_ok:
         sys.exit("--paths fused: hiso.fused is off here (numba missing, HISO_FUSED=0, or its "
                  "self-check failed): pip install 'hiso[fast]'")
-    contexts = {"plain": plain_update, "fast": fused.disabled, "fused": contextlib.nullcontext}
+    contexts = {"plain": plain_update, "fast": fused.disabled, "fused": fused.replaying}
     for kind in args.directions:
         opt = resolved.method_cls(resolved.method_cfg, DirectionSampler(kind), task)
         for path in args.paths:

@@ -16,9 +16,14 @@ roundings, so the result is the same bit for bit:
 
 The last point is a property of torch's build and of the CPU, not of IEEE arithmetic, so the
 first use in a process checks it (``_agrees``): the kernel must give torch's bits on random
-data, or the fused path stays off for the process (with a warning). ``HISO_FUSED=0`` turns it
-off; without numba (``pip install 'hiso[fast]'``) it is off and the torch path runs, with the
-same numbers.
+data, or the fused path stays off for the process (with a warning). Without numba
+(``pip install 'hiso[fast]'``) it is off and the torch path runs, with the same numbers.
+
+Where it runs: in replays (``replaying()``: a client's catch-up, resume, ``hiso export``), where
+round updates come back to back and are the whole cost. A live round's one server update sits
+between 2 x (P + 1) forwards, so it would save under 2% of the round there, and loading numba's
+compiler costs a fixed ~115 MiB of memory: the live server keeps the torch path.
+``HISO_FUSED=1`` uses it for every one-step update, ``HISO_FUSED=0`` for none.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from .directions import draw_words, stream_seed
 _lock = threading.RLock()  # enabled() compiles the kernel while holding it
 _state: dict[str, object] = {"ok": None, "kernel": None}
 _disabled = threading.local()
+_replay = threading.local()
 
 
 def _kernel():
@@ -82,8 +88,12 @@ def _update(seeds, coefs, index, x, h, lr, weight_decay, h_weights) -> None:
 
 
 def enabled() -> bool:
-    """Whether the fused path may run here (numba present, not switched off, not disabled)."""
-    if getattr(_disabled, "on", False) or os.environ.get("HISO_FUSED", "1") == "0":
+    """Whether a one-step update on this thread takes the fused path now (numba present, its
+    check passed; inside ``replaying()`` unless ``HISO_FUSED`` says 1 or 0)."""
+    policy = os.environ.get("HISO_FUSED", "replay")
+    if getattr(_disabled, "on", False) or policy == "0":
+        return False
+    if policy != "1" and not getattr(_replay, "depth", 0):
         return False
     if _state["ok"] is None:
         with _lock:
@@ -131,6 +141,16 @@ def _agrees() -> bool:
             if not torch.equal(x, xt) or (h is not None and not torch.equal(h, ht)):
                 return False
     return True
+
+
+@contextlib.contextmanager
+def replaying():
+    """Round updates on this thread meanwhile replay a history: the fused path may run."""
+    _replay.depth = getattr(_replay, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _replay.depth -= 1
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import fused
 from .directions import DirectionSampler, derive
 from .ledger import Ledger
 from .messages import ScalarUpload, VectorMessage, ZODownlink
@@ -232,14 +233,15 @@ class ZOFederation:
 
     # -- resume ------------------------------------------------------------------------------
     def replay(self, r: int, rseed: int, clients: list[int], scalars: np.ndarray) -> None:
-        """Re-apply a recorded round (resume): same function as the live server."""
+        """Re-apply a recorded round (resume, export): same function as the live server."""
         if rseed != round_seed(self.seed, r):
             raise ValueError(f"history round {r}: seed does not match this run's seed")
         for c in answering(self.seed, r, clients, getattr(self.fed, "dropout", 0.0)):
             self.last_sync[c] = r
             if self.fed.mode == "faithful":
                 self._rebuild_client(c, r)
-        self._server_apply(r, rseed, np.asarray(scalars, dtype=np.float32).reshape(self.tau, self.width))
+        with fused.replaying():
+            self._server_apply(r, rseed, np.asarray(scalars, dtype=np.float32).reshape(self.tau, self.width))
 
     def _rebuild_client(self, c: int, r: int) -> None:
         """A faithful client's state after taking part in round r: the round-start state it
@@ -262,9 +264,10 @@ def scalar_width(opt) -> int:
 
 def catch_up(opt, params: Params, state: Params, missed, tau: int, P: int) -> None:
     """Replay missed rounds in order with the optimiser's one round update."""
-    for seed, scalars in missed:
-        if not is_empty(scalars):
-            opt.round_update(params, state, step_seeds(seed, tau, P), scalars)
+    with fused.replaying():
+        for seed, scalars in missed:
+            if not is_empty(scalars):
+                opt.round_update(params, state, step_seeds(seed, tau, P), scalars)
 
 
 def local_round(task, opt, params: Params, state: Params, c: int, r: int, seeds) -> tuple[np.ndarray, float]:

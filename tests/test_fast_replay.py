@@ -112,7 +112,7 @@ def fused_on(monkeypatch):
     pytest.importorskip("numba")
     from hiso import fused
 
-    monkeypatch.delenv("HISO_FUSED", raising=False)
+    monkeypatch.setenv("HISO_FUSED", "1")  # every one-step update, not only replays
     monkeypatch.setitem(fused._state, "ok", None)
     calls = []
     real = fused.update
@@ -204,10 +204,37 @@ def test_the_self_check_catches_a_kernel_that_rounds_differently(fused_on, monke
     assert not calls
 
 
+def test_the_fused_kernel_runs_in_replays_and_not_in_the_live_server(tmp_path, monkeypatch):
+    """By default only replays (catch-up, resume, export) take the fused path: a live run
+    never loads it (its one update per round is not worth numba's memory), its export does,
+    and lands on the run's hash."""
+    pytest.importorskip("numba")
+    from hiso import fused
+
+    monkeypatch.delenv("HISO_FUSED", raising=False)
+    monkeypatch.setitem(fused._state, "ok", None)
+    calls = []
+    real = fused.update
+    monkeypatch.setattr(fused, "update", lambda *a, **k: (calls.append(a[2]), real(*a, **k)))
+    cfg = {"name": "t", "seed": 0, "task": {"name": "quadratic", "dim": 300},
+           "method": {"name": "hiso", "lr": 1e-3, "perturbations": 5, "directions": "rademacher_bits"},
+           "federation": {"clients": 4, "sampled": 2, "rounds": 12}, "eval": {"every": 6}}
+    for mode in ("simulation", "faithful"):
+        cfg["federation"]["mode"] = mode
+        s = Run(resolve(cfg), tmp_path / mode, progress=False).execute()
+        # faithful clients catch up on the rounds they missed: replays; the server: live
+        assert (len(calls) > 0) == (mode == "faithful"), mode
+        calls.clear()
+        _, params = export.rebuild(export.read_source(tmp_path / mode))
+        assert len(calls) == 12 and params_sha256(params) == s["params_sha256"]
+        calls.clear()
+
+
 def test_without_numba_the_torch_path_runs(monkeypatch):
     import sys
     from hiso import fused
 
+    monkeypatch.setenv("HISO_FUSED", "1")
     monkeypatch.setitem(fused._state, "ok", None)
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
     assert not fused.enabled()

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from .directions import draw_words, stream_seed
+from .errors import UserError
 
 _lock = threading.RLock()  # enabled() compiles the kernel while holding it
 _state: dict[str, object] = {"ok": None, "kernel": None}
@@ -91,6 +92,8 @@ def enabled() -> bool:
     """Whether a one-step update on this thread takes the fused path now (numba present, its
     check passed; inside ``replaying()`` unless ``HISO_FUSED`` says 1 or 0)."""
     policy = os.environ.get("HISO_FUSED", "replay")
+    if policy not in ("0", "1", "replay"):
+        raise UserError(f"HISO_FUSED: expected 0, 1 or replay, got {policy!r}")
     if getattr(_disabled, "on", False) or policy == "0":
         return False
     if policy != "1" and not getattr(_replay, "depth", 0):

@@ -15,6 +15,7 @@ import hiso.optimizers.base as base
 from hiso import export, zo
 from hiso.config import resolve
 from hiso.directions import DirectionSampler
+from hiso.errors import UserError
 from hiso.optimizers import SCALAR_METHODS
 from hiso.protocol import round_seed, step_seeds
 from hiso.runner import Run
@@ -173,6 +174,9 @@ def test_the_fused_kernel_is_not_used_where_it_does_not_apply(fused_on, monkeypa
     monkeypatch.setenv("HISO_FUSED", "0")
     _rounds("decomfl", "rademacher_bits", 1, 1, False, monkeypatch)
     assert not calls
+    monkeypatch.setenv("HISO_FUSED", "yes")
+    with pytest.raises(UserError, match="HISO_FUSED: expected 0, 1 or replay, got 'yes'"):
+        _rounds("decomfl", "rademacher_bits", 1, 1, False, monkeypatch)
 
 
 def test_the_self_check_catches_a_kernel_that_rounds_differently(fused_on, monkeypatch):

@@ -6,12 +6,13 @@ task and the method exactly as a run does (``hiso.runner.Run.build``), then time
 export`` call; for HiSo it includes the H update) on random averaged scalars, P = 5, tau = 1, for
 each direction kind and each path: ``plain`` (the update before the fast path: each direction a
 float32 tensor added in turn, tensors one after the other), ``fast`` (torch ops only: signs
-folded byte by byte, tensors on threads, slices in cache) and ``fused`` (the default where numba
-is installed, in replays: ``hiso.fused``'s one compiled pass per element, for ``rademacher_bits`` at tau = 1;
-Gaussian directions take the ``fast`` path); all three give the same numbers bit for bit. Each replays ``--rounds`` rounds after one untimed warm-up round; the
-per-round median is extrapolated to 1,000 rounds (every round costs the same). One forward is
-the task's unperturbed loss on a batch of 16 rows x 64 tokens, timed between the replays in the
-same process (median over all of them), so ratio = (seconds per replayed round) / (seconds per
+folded byte by byte, tensors on threads, slices in cache) and ``fused`` (what replays run where
+numba is installed: ``hiso.fused``'s one compiled pass per element, for ``rademacher_bits`` at
+tau = 1; Gaussian directions have no fused path). All three give the same numbers bit for bit.
+Each replays ``--rounds`` rounds after one untimed warm-up round; the per-round median is
+extrapolated to 1,000 rounds (every round costs the same). One forward is the task's unperturbed
+loss on a batch of 16 rows x 64 tokens, timed between the replays in the same process (median
+over all of them), so ratio = (seconds per replayed round) / (seconds per
 forward) compares numbers taken under the same load. CPU seconds (all threads) are printed
 beside wall seconds: on a machine others are using, the CPU-time ratio is the steadier figure
 (it counts the work, not the waiting; it does not show the threads' overlap).

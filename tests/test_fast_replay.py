@@ -39,7 +39,7 @@ def test_combine_signs_equals_the_sequential_float32_sum(P):
         assert got.shape == want.shape and torch.equal(got, want)
 
 
-def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatch=None, **method):
+def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, **method):
     """Hashes of params and state after 3 rounds; ``slow``: the plain update (no fused kernel,
     one direction at a time, tensors one after the other, whole tensors)."""
     from hiso import fused
@@ -78,9 +78,9 @@ def _rounds(name: str, kind: str, tau: int, threads: int, slow: bool, monkeypatc
     ("hiso", 2, {"h_source": "every_step", "weight_decay": 5e-4}), ("zo_momentum", 1, {}),
     ("hiso_scalar", 1, {})])  # its H update is a mean over the whole tensor: never sliced
 def test_fast_update_equals_the_plain_update(kind, name, tau, method, monkeypatch):
-    plain = _rounds(name, kind, tau, 1, True, monkeypatch, **method)
-    assert _rounds(name, kind, tau, 2, False, monkeypatch, **method) == plain
-    assert _rounds(name, kind, tau, 1, False, monkeypatch, **method) == plain
+    plain = _rounds(name, kind, tau, 1, True, **method)
+    assert _rounds(name, kind, tau, 2, False, **method) == plain
+    assert _rounds(name, kind, tau, 1, False, **method) == plain
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "rademacher_bits"])
@@ -114,11 +114,18 @@ def fused_on(monkeypatch):
     from hiso import fused
 
     monkeypatch.setenv("HISO_FUSED", "1")  # every one-step update, not only replays
+    return fused, _count_fused_calls(monkeypatch)
+
+
+def _count_fused_calls(monkeypatch) -> list[int]:
+    """The tensor index of every fused update from now on (its first-use check starts afresh)."""
+    from hiso import fused
+
     monkeypatch.setitem(fused._state, "ok", None)
     calls = []
     real = fused.update
     monkeypatch.setattr(fused, "update", lambda *a, **k: (calls.append(a[2]), real(*a, **k)))
-    return fused, calls
+    return calls
 
 
 @pytest.mark.parametrize("name,method", [
@@ -126,15 +133,15 @@ def fused_on(monkeypatch):
     ("hiso", {"h_convention": "nu_on_new", "nu": 0.3, "eps": 1e-3}), ("mezo", {"weight_decay": 1e-2})])
 def test_the_fused_kernel_runs_and_gives_the_plain_updates_bits(name, method, fused_on, monkeypatch):
     fused, calls = fused_on
-    plain = _rounds(name, "rademacher_bits", 1, 1, True, monkeypatch, **method)
+    plain = _rounds(name, "rademacher_bits", 1, 1, True, **method)
     assert not calls  # the plain path never reaches the fused kernel
     assert fused.enabled()
-    got = _rounds(name, "rademacher_bits", 1, 2, False, monkeypatch, **method)
+    got = _rounds(name, "rademacher_bits", 1, 2, False, **method)
     assert len(calls) == 3 * len(SHAPES) and sorted(set(calls)) == list(range(len(SHAPES)))
     assert got == plain
     calls.clear()
     with fused.disabled():
-        assert _rounds(name, "rademacher_bits", 1, 2, False, monkeypatch, **method) == plain
+        assert _rounds(name, "rademacher_bits", 1, 2, False, **method) == plain
     assert not calls
 
 
@@ -161,22 +168,22 @@ def test_a_fused_local_step_with_a_fixed_h_gives_the_torch_paths_bits(weight_dec
 
 def test_the_fused_kernel_is_not_used_where_it_does_not_apply(fused_on, monkeypatch):
     fused, calls = fused_on
-    _rounds("hiso", "gaussian", 1, 1, False, monkeypatch)               # Gaussian directions
+    _rounds("hiso", "gaussian", 1, 1, False)               # Gaussian directions
     assert not calls
     # tau > 1: the round update (tau steps) takes the torch path; a client's own local step
     # (one step, H fixed) is fused
-    _rounds("hiso", "rademacher_bits", 2, 1, False, monkeypatch)
+    _rounds("hiso", "rademacher_bits", 2, 1, False)
     assert len(calls) == 3 * len(SHAPES)
     calls.clear()
-    _rounds("hiso_scalar", "rademacher_bits", 1, 1, False, monkeypatch)  # H update over a tensor
-    _rounds("zo_momentum", "rademacher_bits", 1, 1, False, monkeypatch)  # its own state
+    _rounds("hiso_scalar", "rademacher_bits", 1, 1, False)  # H update over a tensor
+    _rounds("zo_momentum", "rademacher_bits", 1, 1, False)  # its own state
     assert not calls
     monkeypatch.setenv("HISO_FUSED", "0")
-    _rounds("decomfl", "rademacher_bits", 1, 1, False, monkeypatch)
+    _rounds("decomfl", "rademacher_bits", 1, 1, False)
     assert not calls
     monkeypatch.setenv("HISO_FUSED", "yes")
     with pytest.raises(UserError, match="HISO_FUSED: expected 0, 1 or replay, got 'yes'"):
-        _rounds("decomfl", "rademacher_bits", 1, 1, False, monkeypatch)
+        _rounds("decomfl", "rademacher_bits", 1, 1, False)
 
 
 def test_the_self_check_catches_a_kernel_that_rounds_differently(fused_on, monkeypatch):
@@ -203,8 +210,8 @@ def test_the_self_check_catches_a_kernel_that_rounds_differently(fused_on, monke
     assert not fused._agrees()
     with pytest.warns(RuntimeWarning, match="does not reproduce torch"):
         assert not fused.enabled()
-    plain = _rounds("hiso", "rademacher_bits", 1, 1, True, monkeypatch)
-    assert _rounds("hiso", "rademacher_bits", 1, 1, False, monkeypatch) == plain
+    plain = _rounds("hiso", "rademacher_bits", 1, 1, True)
+    assert _rounds("hiso", "rademacher_bits", 1, 1, False) == plain
     assert not calls
 
 
@@ -213,13 +220,8 @@ def test_the_fused_kernel_runs_in_replays_and_not_in_the_live_server(tmp_path, m
     never loads it (its one update per round is not worth numba's memory), its export does,
     and lands on the run's hash."""
     pytest.importorskip("numba")
-    from hiso import fused
-
     monkeypatch.delenv("HISO_FUSED", raising=False)
-    monkeypatch.setitem(fused._state, "ok", None)
-    calls = []
-    real = fused.update
-    monkeypatch.setattr(fused, "update", lambda *a, **k: (calls.append(a[2]), real(*a, **k)))
+    calls = _count_fused_calls(monkeypatch)
     cfg = {"name": "t", "seed": 0, "task": {"name": "quadratic", "dim": 300},
            "method": {"name": "hiso", "lr": 1e-3, "perturbations": 5, "directions": "rademacher_bits"},
            "federation": {"clients": 4, "sampled": 2, "rounds": 12}, "eval": {"every": 6}}
@@ -242,5 +244,5 @@ def test_without_numba_the_torch_path_runs(monkeypatch):
     monkeypatch.setitem(fused._state, "ok", None)
     monkeypatch.setitem(sys.modules, "numba", None)  # import numba raises ImportError
     assert not fused.enabled()
-    plain = _rounds("hiso", "rademacher_bits", 1, 1, True, monkeypatch)
-    assert _rounds("hiso", "rademacher_bits", 1, 2, False, monkeypatch) == plain
+    plain = _rounds("hiso", "rademacher_bits", 1, 1, True)
+    assert _rounds("hiso", "rademacher_bits", 1, 2, False) == plain
